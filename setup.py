@@ -11,6 +11,7 @@ INSTALL_REQUIRES = [
     'absl-py',
     'trimesh',
     'embreex',
+    'rtree',                # trimesh's ray_triangle (the ray caster's fallback engine) needs it
     'importlib_resources',  # tensorflow-datasets imports it without declaring it
     'scipy',                # trimesh's normals and hulls
     'pillow',               # PNG contact sheets and the two-image CLI
@@ -31,7 +32,7 @@ setuptools.setup(
     python_requires='>=3.10',
     packages=setuptools.find_packages(include=['geometry', 'geometry.*', 'datasets', 'datasets.*',
                                                'correlation', 'correlation.*', 'models',
-                                               'models.*']),
+                                               'models.*', 'evaluation', 'evaluation.*']),
     py_modules=['train', 'evaluate', 'main'],
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,

@@ -1,0 +1,436 @@
+"""TFDS builder of (view, spherical map) pairs of 3D shapes: the training data of every stage.
+
+Each mesh instance gives `views_per_instance` examples, one per Haar-random rotation `R` (seeded by
+the instance id, so a build is reproducible and independent of the order of the meshes). An
+example is a dict:
+
+  key        dtype    shape           meaning
+  'image'    float32  [S, S, 1]       the view of `R . mesh` from the fixed camera, values in [0, 1]
+                                      (0 = background; `datasets.raycast.MeshRaycaster.views`)
+  'sphere'   float32  [2B, 2B, C]     the spherical map of `R . mesh` on the Driscoll-Healy grid,
+                                      values in [0, 1]; C = 2 ('depth', 'cos') + extra channels
+                                      (`datasets.raycast.MeshRaycaster.spheres`)
+  'rotation' float32  [3, 3]          `R`, acting on column vectors
+  'label'    int64    []              the category index (ClassLabel; names in
+                                      `builder.info.features['label'].names`)
+  'instance' string   []              the instance id, e.g. b'chair/0007' (bytes from as_numpy)
+  'view'     int64    []              the view index within the instance, 0 .. V-1
+
+S = `image_size`, B = `bandwidth`. The splits 'train' and 'test' hold disjoint sets of instances
+(`datasets.sources`). Sources: 'procedural' (the default, `datasets.procedural`), 'folder' (a
+ModelNet-style folder: `mesh_dir` in the config, or the TFDS manual dir together with
+`categories`), 'shapenet' (ShapeNetCore v2 in `mesh_dir` or the manual dir).
+
+A mesh that fails (unreadable file, degenerate mesh, ray casting error) is logged with the reason
+and skipped; each split's summary (instances, examples, failures) is logged at its end and kept
+in `builder.info.metadata['summary'][split]` (`split_summary`).
+
+Usage:
+  builder = make_builder(data_dir, bandwidth=16, image_size=32)
+  builder.download_and_prepare()
+  train = load_split('train', data_dir, bandwidth=16, image_size=32)   # a tf.data.Dataset
+
+`examples_for_mesh(record, config)` makes all examples of one mesh; it is the unit of work of the
+parallel build with Apache Beam (`datasets.beam_generation`), which the builder uses, with the
+same examples and keys, when the download config names a Beam runner or Beam options:
+
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+      beam_options=beam_generation.pipeline_options('direct_num_workers=2,...')))
+
+or `python -m datasets.build --beam_pipeline_options=...`. apache_beam is an optional extra
+(`pip install .[beam]`); without a Beam runner nothing here imports it.
+"""
+import dataclasses
+import hashlib
+import importlib
+import json
+import os
+import time
+from typing import Optional, Tuple
+
+from absl import logging
+from etils import epath
+import numpy as np
+import tensorflow_datasets as tfds
+
+from datasets import procedural
+from datasets import raycast
+from datasets import sources
+from geometry import rotations as rotations_lib
+
+SOURCES = ('procedural', 'folder', 'shapenet')
+
+_MANUAL_DOWNLOAD_INSTRUCTIONS = """\
+Only for source='folder' without `mesh_dir` (give `categories` too) and source='shapenet':
+put the meshes in the manual dir, either in ModelNet layout <category>/{train,test}/<name>.<ext>
+or flat <category>/<name>.<ext>, or a ShapeNetCore v2 tree
+<synset>/<model>/models/model_normalized.obj.
+The default (procedural) source needs no files."""
+
+
+@dataclasses.dataclass(eq=False)
+class ShapesConfig(tfds.core.BuilderConfig):
+  """What to build. Make one with `make_config`, which also picks a name describing it.
+
+  Attributes:
+    source: 'procedural', 'folder' or 'shapenet'.
+    mesh_dir: root folder of the meshes ('folder', 'shapenet'); None: the TFDS manual dir.
+    categories: subset of category names, or None for all (required for 'folder' without
+      mesh_dir, since the label names must be known before the manual dir is).
+    instances_per_category: procedural instances per category.
+    views_per_instance: views (random rotations) per instance.
+    bandwidth: B of the spherical maps (2B x 2B).
+    image_size: views are image_size x image_size.
+    test_fraction: share of test instances (procedural, and flat folders without train/test).
+    test_per_category: if set, K: exactly K test instances per category instead of
+      `test_fraction` (`datasets.sources`; e.g. 1 for "train on two, test on the third").
+    seed: mixed into every instance's rotation seed.
+    extra_channels: sphere channels after 'depth' and 'cos' (names of raycast.SPHERE_CHANNELS).
+  """
+  source: str = 'procedural'
+  mesh_dir: Optional[str] = None
+  categories: Optional[Tuple[str, ...]] = None
+  instances_per_category: int = 20
+  views_per_instance: int = 8
+  bandwidth: int = 32
+  image_size: int = 64
+  test_fraction: float = 0.2
+  test_per_category: Optional[int] = None
+  seed: int = 0
+  extra_channels: Tuple[str, ...] = ()
+
+  @property
+  def sphere_channels(self):
+    return len(raycast.BASE_SPHERE_CHANNELS) + len(self.extra_channels)
+
+  def settings(self):
+    """The build parameters as a plain dict (for logs and error messages)."""
+    return {f.name: getattr(self, f.name) for f in dataclasses.fields(ShapesConfig)
+            if f.name not in {g.name for g in dataclasses.fields(tfds.core.BuilderConfig)}}
+
+
+def make_config(source='procedural', mesh_dir=None, categories=None, instances_per_category=20,
+                views_per_instance=8, bandwidth=32, image_size=64, test_fraction=0.2, seed=0,
+                extra_channels=(), name=None, test_per_category=None):
+  """A validated `ShapesConfig`, named after its settings (two settings never share a folder).
+
+  The name is '<source>_b<B>_s<S>_v<V>[_n<N>]' (N for the procedural source), followed by a digest
+  of the other settings when any differs from the default (mesh folder, categories, ...).
+
+  Raises:
+    ValueError naming the bad setting.
+  """
+  if source not in SOURCES:
+    raise ValueError(f'source must be one of {SOURCES}, got {source!r}')
+  for flag, value in (('instances_per_category', instances_per_category),
+                      ('views_per_instance', views_per_instance), ('bandwidth', bandwidth),
+                      ('image_size', image_size)):
+    if int(value) != value or value < 1:
+      raise ValueError(f'{flag} must be a positive integer, got {value!r}')
+  if not 0.0 <= test_fraction < 1.0:
+    raise ValueError(f'test_fraction must be in [0, 1), got {test_fraction!r}')
+  if test_per_category is not None and (isinstance(test_per_category, bool) or
+                                        int(test_per_category) != test_per_category or
+                                        test_per_category < 1):
+    raise ValueError(f'test_per_category must be a positive integer or None, '
+                     f'got {test_per_category!r}')
+  if (source == 'procedural' and test_per_category is not None
+      and test_per_category >= instances_per_category):
+    raise ValueError(f'test_per_category={test_per_category} leaves no training instance of the '
+                     f'{instances_per_category} per category (instances_per_category)')
+  unknown = [c for c in extra_channels if c not in raycast.SPHERE_CHANNELS
+             or c in raycast.BASE_SPHERE_CHANNELS]
+  if unknown:
+    raise ValueError(f'Unknown extra sphere channels {unknown}; choose from '
+                     f'{sorted(set(raycast.SPHERE_CHANNELS) - set(raycast.BASE_SPHERE_CHANNELS))}')
+  if mesh_dir is not None:
+    if source == 'procedural':
+      raise ValueError('mesh_dir is only for the folder and shapenet sources')
+    if not os.path.isdir(mesh_dir):
+      raise ValueError(f'mesh_dir {mesh_dir!r} is not a folder')
+    mesh_dir = os.path.abspath(mesh_dir)
+  if source == 'folder' and mesh_dir is None and not categories:
+    raise ValueError("source='folder' needs mesh_dir, or categories when the meshes are in the "
+                     'TFDS manual dir')
+  categories = None if categories is None else tuple(sorted(categories))
+  if source == 'procedural' and categories is not None:
+    unknown = sorted(set(categories) - set(procedural.CATEGORIES))
+    if unknown:
+      raise ValueError(f'Unknown procedural categories {unknown}; choose from '
+                       f'{procedural.CATEGORIES}')
+  if name is None:
+    name = f'{source}_b{bandwidth}_s{image_size}_v{views_per_instance}'
+    if source == 'procedural':
+      name += f'_n{instances_per_category}'
+    others = {'mesh_dir': mesh_dir, 'categories': categories, 'test_fraction': test_fraction,
+              'seed': seed, 'extra_channels': tuple(extra_channels)}
+    defaults = {'mesh_dir': None, 'categories': None, 'test_fraction': 0.2, 'seed': 0,
+                'extra_channels': ()}
+    if test_per_category is not None:  # only when set, so the older names stay the same
+      others['test_per_category'] = int(test_per_category)
+    if others != defaults:
+      name += '_' + hashlib.sha256(repr(sorted(others.items())).encode()).hexdigest()[:10]
+  return ShapesConfig(
+      name=name, description=f'{source} shapes, bandwidth {bandwidth}, {image_size} px views, '
+      f'{views_per_instance} views per instance', source=source, mesh_dir=mesh_dir,
+      categories=categories, instances_per_category=int(instances_per_category),
+      views_per_instance=int(views_per_instance), bandwidth=int(bandwidth),
+      image_size=int(image_size), test_fraction=float(test_fraction),
+      test_per_category=None if test_per_category is None else int(test_per_category),
+      seed=int(seed), extra_channels=tuple(extra_channels))
+
+
+def category_names(config):
+  """Ordered label names of a config (the ClassLabel names)."""
+  if config.categories is not None:
+    return list(config.categories)
+  if config.source == 'procedural':
+    return list(procedural.CATEGORIES)
+  if config.source == 'folder':
+    return sources.folder_categories(config.mesh_dir)
+  return sources.shapenet_categories()
+
+
+def mesh_records(config, mesh_dir=None):
+  """All `sources.MeshRecord`s of a config; `mesh_dir` overrides config.mesh_dir (manual dir)."""
+  mesh_dir = config.mesh_dir or mesh_dir
+  if config.source == 'procedural':
+    return sources.procedural_records(config.instances_per_category, config.categories,
+                                      config.test_fraction, config.test_per_category)
+  if mesh_dir is None:
+    raise ValueError(f'The {config.source} source needs a mesh folder: set mesh_dir or pass '
+                     'download_config=tfds.download.DownloadConfig(manual_dir=...)')
+  if config.source == 'folder':
+    return sources.folder_records(mesh_dir, config.categories, config.test_fraction,
+                                  config.test_per_category)
+  return sources.shapenet_records(mesh_dir, config.categories, config.test_fraction,
+                                  config.test_per_category)
+
+
+def rotation_seed(instance, seed=0):
+  """A 64-bit seed for the rotations of one instance: a hash of its id (order independent)."""
+  digest = hashlib.sha256(f'{seed}:{instance}'.encode('utf-8')).digest()
+  return int.from_bytes(digest[:8], 'little')
+
+
+def examples_for_mesh(record, config):
+  """All examples of one mesh: a list of (key, example dict) with keys '<instance>/<view>'.
+
+  The mesh is loaded and ray cast once (one BVH); the spheres and the views of its V rotations
+  are two batched calls.
+
+  Raises:
+    ValueError (or whatever loading raises) if the mesh cannot be used; the caller skips it.
+  """
+  mesh = record.load()
+  rotations = rotations_lib.random_rotations(config.views_per_instance,
+                                             rotation_seed(record.instance, config.seed))
+  caster = raycast.MeshRaycaster(mesh)
+  spheres = caster.spheres(rotations, bandwidth=config.bandwidth,
+                           extra_channels=config.extra_channels)
+  images = caster.views(rotations, size=config.image_size)
+  for name, array in (('sphere', spheres), ('image', images)):
+    if not np.isfinite(array).all():
+      raise ValueError(f'{record.instance}: non-finite values in the {name}s')
+  examples = []
+  for view in range(config.views_per_instance):
+    examples.append((f'{record.instance}/{view:03d}', {
+        'image': images[view],
+        'sphere': spheres[view],
+        'rotation': rotations[view].astype(np.float32),
+        'label': record.label,
+        'instance': record.instance,
+        'view': view,
+    }))
+  return examples
+
+
+def mesh_failure(record, error):
+  """The failure entry of a mesh that could not be used: {'instance', 'origin', 'reason'}."""
+  return {'instance': record.instance, 'origin': record.origin,
+          'reason': f'{type(error).__name__}: {error}'}
+
+
+def split_summary(num_records, examples_per_label, failures, seconds, generated_with):
+  """The summary of one split's generation, as kept in `builder.info.metadata['summary']`.
+
+  Args:
+    num_records: the number of meshes of the split.
+    examples_per_label: {label name: examples}, for the labels with at least one usable mesh.
+    failures: `mesh_failure` entries of the meshes that were skipped.
+    seconds: the generation time: wall time of the local build; for Beam the time spent in
+      `examples_for_mesh` summed over all workers (splits share one pipeline, so a split has no
+      wall time of its own).
+    generated_with: 'python' (the local generator) or 'beam'.
+
+  Returns:
+    {'instances', 'examples', 'examples_per_label', 'failures' (sorted by instance), 'seconds',
+     'generated_with'}; the same, but for 'seconds' and 'generated_with', whichever way it was
+    generated.
+  """
+  failures = sorted(failures, key=lambda f: f['instance'])
+  return {
+      'instances': num_records - len(failures),
+      'examples': sum(examples_per_label.values()),
+      'examples_per_label': dict(sorted(examples_per_label.items())),
+      'failures': failures,
+      'seconds': round(seconds, 3),
+      'generated_with': generated_with,
+  }
+
+
+def _log_summary(split, summary):
+  failures = summary['failures']
+  logging.info('%s: %d examples from %d instances in %.1f s (%s); %d meshes failed%s', split,
+               summary['examples'], summary['instances'], summary['seconds'],
+               summary['generated_with'], len(failures),
+               ''.join(f'\n  {f["instance"]}: {f["reason"]}' for f in failures))
+
+
+def import_beam_generation():
+  """`datasets.beam_generation`, imported only for a Beam build (apache_beam is optional)."""
+  try:
+    return importlib.import_module('datasets.beam_generation')
+  except ImportError as e:
+    raise ImportError('A Beam runner or Beam options were given, but apache_beam is not '
+                      'installed: pip install -e ".[beam]" (or scripts/bootstrap_beam.sh, which '
+                      f'makes .venv-beam). ({e})') from e
+
+
+class EquivariantShapes(tfds.core.GeneratorBasedBuilder):
+  """Views and spherical maps of procedural or real 3D shapes (see the module docstring)."""
+
+  VERSION = tfds.core.Version('1.0.0')
+  RELEASE_NOTES = {'1.0.0': 'First release.'}
+  MANUAL_DOWNLOAD_INSTRUCTIONS = _MANUAL_DOWNLOAD_INSTRUCTIONS
+  # The first one is the default; custom settings: EquivariantShapes(config=make_config(...)).
+  BUILDER_CONFIGS = [
+      make_config(),  # procedural_b32_s64_v8_n20
+      make_config(bandwidth=16, image_size=32),  # small and quick, for development
+      make_config(instances_per_category=100, views_per_instance=16),
+  ]
+
+  def _info(self):
+    config = self.builder_config
+    b, s = config.bandwidth, config.image_size
+    return self.dataset_info_from_configs(
+        description=__doc__.split('\n\n')[0],
+        features=tfds.features.FeaturesDict({
+            'image': tfds.features.Tensor(shape=(s, s, 1), dtype=np.float32, encoding='zlib'),
+            'sphere': tfds.features.Tensor(shape=(2 * b, 2 * b, config.sphere_channels),
+                                           dtype=np.float32, encoding='zlib'),
+            'rotation': tfds.features.Tensor(shape=(3, 3), dtype=np.float32),
+            'label': tfds.features.ClassLabel(names=category_names(config)),
+            'instance': tfds.features.Text(),
+            'view': tfds.features.Scalar(dtype=np.int64),
+        }),
+        supervised_keys=None,
+        metadata=tfds.core.MetadataDict(),
+    )
+
+  def _download_and_prepare(self, dl_manager, download_config):
+    # A Beam runner or Beam options switch the generation to Beam, as for TFDS' own Beam data
+    # sets (`tfds build --beam_pipeline_options=...` sets the options).
+    self._use_beam = (download_config.beam_runner is not None
+                      or download_config.beam_options is not None)
+    self._beam_summary_paths = {}
+    super()._download_and_prepare(dl_manager, download_config)
+
+  def _split_generators(self, dl_manager):
+    config = self.builder_config
+    manual_dir = None
+    if config.source != 'procedural' and config.mesh_dir is None:
+      manual_dir = str(dl_manager.manual_dir)
+    records = mesh_records(config, manual_dir)
+    self.info.metadata['summary'] = {}
+    splits = {}
+    for split in sources.SPLITS:
+      split_records = [r for r in records if r.split == split]
+      if not split_records:
+        logging.warning('%s: no instances in split %r; it is left out', config.name, split)
+      elif getattr(self, '_use_beam', False):
+        # Workers write the split's summary next to the data (self.data_dir is the incomplete
+        # folder during the build); _process_pipeline_result moves it into the metadata.
+        path = os.path.join(self.data_dir, f'{split}.build_summary.json')
+        self._beam_summary_paths[split] = path
+        splits[split] = import_beam_generation().MeshExamples(split_records, config, path)
+      else:
+        splits[split] = self._generate_examples(split, split_records)
+    return splits
+
+  def _generate_examples(self, split, records):
+    """Yields (key, example) for every view of every usable mesh; logs and skips bad meshes."""
+    config = self.builder_config
+    examples_per_label = {}
+    failures = []
+    start = time.time()
+    for i, record in enumerate(records):
+      try:
+        examples = examples_for_mesh(record, config)
+      except Exception as e:  # pylint: disable=broad-except  (one bad mesh never stops a build)
+        failures.append(mesh_failure(record, e))
+        logging.warning('%s: skipping %s (%s): %s', split, record.instance, record.origin,
+                        failures[-1]['reason'])
+        continue
+      examples_per_label[record.label] = examples_per_label.get(record.label, 0) + len(examples)
+      yield from examples
+      done = i + 1
+      if done % 20 == 0 or done == len(records):
+        elapsed = time.time() - start
+        logging.info('%s: %d/%d meshes, %.1f examples/s', split, done, len(records),
+                     sum(examples_per_label.values()) / max(elapsed, 1e-9))
+    summary = split_summary(len(records), examples_per_label, failures, time.time() - start,
+                            'python')
+    self.info.metadata['summary'][split] = summary
+    _log_summary(split, summary)
+
+  def _process_pipeline_result(self, pipeline_result):
+    """After a Beam build: reads each split's summary, written by the workers, into the metadata."""
+    del pipeline_result  # the summaries are files, not Beam metrics (they hold failure reasons)
+    for split, path in self._beam_summary_paths.items():
+      path = epath.Path(path)
+      if not path.exists():
+        raise RuntimeError(f'The Beam pipeline finished without writing the {split} summary {path}')
+      summary = json.loads(path.read_text())
+      path.unlink()
+      self.info.metadata['summary'][split] = summary
+      _log_summary(split, summary)
+
+
+def make_builder(data_dir, source='procedural', mesh_dir=None, views_per_instance=8,
+                 bandwidth=32, image_size=64, instances_per_category=20, **config):
+  """The `EquivariantShapes` builder of these settings (see `make_config`), reading and writing
+  under `data_dir`. Call `.download_and_prepare()` on it to build."""
+  config = make_config(source=source, mesh_dir=mesh_dir, views_per_instance=views_per_instance,
+                       bandwidth=bandwidth, image_size=image_size,
+                       instances_per_category=instances_per_category, **config)
+  # A preset is passed by name (TFDS warns about custom configs); the name fixes the settings.
+  if config.name in {c.name for c in EquivariantShapes.BUILDER_CONFIGS}:
+    config = config.name
+  return EquivariantShapes(data_dir=data_dir, config=config)
+
+
+def load_split(split, data_dir, shuffle_files=False, **config):
+  """The built split `split` ('train' or 'test') as a `tf.data.Dataset` of example dicts.
+
+  Args:
+    split: a TFDS split name ('train', 'test', or a slice such as 'train[:10%]').
+    data_dir: where the data set was built.
+    shuffle_files: passed to `as_dataset`.
+    **config: the settings of `make_builder` (source, bandwidth, image_size, ...).
+
+  Raises:
+    FileNotFoundError naming data_dir and the settings if that data set has not been built.
+  """
+  builder = make_builder(data_dir, **config)
+  if not builder.is_prepared():
+    raise FileNotFoundError(
+        f'No {builder.name}/{builder.builder_config.name} data set in {data_dir} (settings '
+        f'{builder.builder_config.settings()}); build it first with main.py or '
+        'make_builder(...).download_and_prepare()')
+  return builder.as_dataset(split=split, shuffle_files=shuffle_files)
+
+
+def build_summary(builder):
+  """{split: summary} of the build: instances, examples, examples_per_label, failures, seconds."""
+  return dict(builder.info.metadata.get('summary', {}))

@@ -1,0 +1,209 @@
+"""The main job: every stage of the project, from the data set to the results, in order.
+
+  python main.py --output_dir=./output                       # the bundled procedural shapes
+  python main.py --mesh_dir=../shared/data/meshes/modelnet   # a ModelNet-style mesh folder
+
+Stages (each skipped when its outputs are complete, unless --force):
+  dataset         build the TFDS data set (views + spherical maps) into --data_dir
+  contact_sheets  one PNG per category in --output_dir: views and spherical maps of a few instances
+At the end a summary table (examples per split and category, failed meshes, build rate) is
+printed. Later issues add teacher training, student training and evaluation as further stages.
+"""
+import dataclasses
+import os
+import sys
+import time
+from typing import Callable, Optional
+
+from absl import app
+from absl import flags
+from absl import logging
+import tensorflow_datasets as tfds
+
+from datasets import builders
+from datasets import contact_sheet
+from datasets import raycast
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('output_dir', './output', 'Folder of every output of the job.')
+flags.DEFINE_string('data_dir', None,
+                    'TFDS data folder; default: <output_dir>/tensorflow_datasets.')
+flags.DEFINE_string('mesh_dir', None, 'Folder of meshes (<category>/[train|test/]<name>.<ext>) to '
+                    'use instead of the bundled procedural shapes.')
+flags.DEFINE_enum('source', None, builders.SOURCES, 'Mesh source; default: folder with '
+                  '--mesh_dir, else procedural.')
+flags.DEFINE_integer('views_per_instance', 8, 'Random views per shape instance.')
+flags.DEFINE_integer('instances_per_category', 20, 'Procedural shapes per category.')
+flags.DEFINE_integer('test_per_category', None, 'Exactly this many test instances per category '
+                     '(e.g. 1: train on two instances per class, test on the third) instead of '
+                     'a test fraction; folders with train/test sub-folders keep their split.')
+flags.DEFINE_integer('bandwidth', 32, 'Bandwidth B of the spherical maps (2B x 2B).')
+flags.DEFINE_integer('image_size', 64, 'Views are image_size x image_size pixels.')
+flags.DEFINE_integer('sheet_instances', 4, 'Instances per contact sheet.')
+flags.DEFINE_list('stages', None, 'Stages to run (default: all), in pipeline order.')
+flags.DEFINE_bool('force', False, 'Redo the stages even when their outputs are complete.')
+
+
+@dataclasses.dataclass
+class Job:
+  """Settings of one run of the pipeline, and what the stages share."""
+  output_dir: str
+  data_dir: str
+  dataset: dict  # keyword arguments of builders.make_builder
+  sheet_instances: int = 4
+  force: bool = False
+  build_seconds: Optional[float] = None
+  _builder: Optional[builders.EquivariantShapes] = dataclasses.field(default=None, repr=False)
+
+  def builder(self):
+    """The data set's builder (made once; it reads the data set info when the set is built)."""
+    if self._builder is None:
+      self._builder = builders.make_builder(self.data_dir, **self.dataset)
+    return self._builder
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+  name: str
+  run: Callable[[Job], None]
+  is_complete: Callable[[Job], bool]  # are its outputs all there (then a rerun skips it)?
+
+
+def build_dataset(job):
+  builder = job.builder()
+  mode = (tfds.download.GenerateMode.FORCE_REDOWNLOAD if job.force
+          else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
+  start = time.time()
+  builder.download_and_prepare(
+      download_dir=os.path.join(job.data_dir, 'downloads'),
+      download_config=tfds.download.DownloadConfig(download_mode=mode))
+  job.build_seconds = time.time() - start
+
+
+def dataset_complete(job):
+  return job.builder().is_prepared()
+
+
+def _sheet_categories(job):
+  """Categories with examples in the built data set (each gets a sheet)."""
+  summary = builders.build_summary(job.builder())
+  return sorted({label for split in summary.values()
+                 for label, count in split['examples_per_label'].items() if count})
+
+
+def write_sheets(job):
+  builder = job.builder()
+  config = builder.builder_config
+  channels = list(raycast.BASE_SPHERE_CHANNELS) + list(config.extra_channels)
+  label_names = builder.info.features['label'].names
+  written = {}
+  for split in builder.info.splits:  # train first, then test for categories train lacks
+    missing = [c for c in _sheet_categories(job) if c not in written]
+    if not missing:
+      break
+    examples = tfds.as_numpy(builder.as_dataset(split=split))
+    sheets = contact_sheet.write_contact_sheets(examples, label_names, channels, job.output_dir,
+                                                job.sheet_instances)
+    written.update({c: p for c, p in sheets.items() if c in missing})
+  for path in written.values():
+    logging.info('Wrote %s', path)
+
+
+def sheets_complete(job):
+  if not dataset_complete(job):
+    return False
+  # A sheet older than the data set shows a previous build: redo it.
+  built = os.path.getmtime(os.path.join(job.builder().data_dir, 'dataset_info.json'))
+  paths = [contact_sheet.sheet_path(job.output_dir, c) for c in _sheet_categories(job)]
+  return bool(paths) and all(os.path.exists(p) and os.path.getmtime(p) >= built for p in paths)
+
+
+STAGES = (
+    Stage('dataset', build_dataset, dataset_complete),
+    Stage('contact_sheets', write_sheets, sheets_complete),
+)
+
+
+def run_stages(job, names=None):
+  """Runs the stages `names` (default: all) in pipeline order, skipping complete ones."""
+  known = [s.name for s in STAGES]
+  unknown = sorted(set(names or ()) - set(known))
+  if unknown:
+    raise ValueError(f'--stages: unknown stages {unknown}; the stages are {known}')
+  for stage in STAGES:
+    if names and stage.name not in names:
+      continue
+    if not job.force and stage.is_complete(job):
+      logging.info('Stage %s: outputs complete, skipped (--force redoes it)', stage.name)
+      continue
+    logging.info('Stage %s: running', stage.name)
+    start = time.time()
+    stage.run(job)
+    if not stage.is_complete(job):
+      raise RuntimeError(f'Stage {stage.name} finished but its outputs are incomplete')
+    logging.info('Stage %s: done in %.1f s', stage.name, time.time() - start)
+
+
+def summary_table(job):
+  """The build summary as text: examples (instances) per category and split, and failures."""
+  builder = job.builder()
+  if not builder.is_prepared():
+    return f'No data set built yet in {job.data_dir}.'
+  summary = builders.build_summary(builder)
+  splits = list(summary)
+  labels = builder.info.features['label'].names
+  lines = [f'Data set {builder.name}/{builder.builder_config.name} in {builder.data_dir}',
+           f'{"category":<16}' + ''.join(f'{s + " examples":>18}' for s in splits)]
+  for label in labels:
+    lines.append(f'{label:<16}' + ''.join(
+        f'{summary[s]["examples_per_label"].get(label, 0):>18}' for s in splits))
+  lines.append(f'{"total":<16}' + ''.join(f'{summary[s]["examples"]:>18}' for s in splits))
+  lines.append(f'{"instances":<16}' + ''.join(f'{summary[s]["instances"]:>18}' for s in splits))
+  failures = [f for s in splits for f in summary[s]['failures']]
+  lines.append(f'Failed meshes: {len(failures)}')
+  lines += [f'  {f["instance"]} ({f["origin"]}): {f["reason"]}' for f in failures]
+  generation = sum(summary[s]['seconds'] for s in splits)
+  total = sum(summary[s]['examples'] for s in splits)
+  if generation > 0:
+    lines.append(f'Generation: {total} examples in {generation:.1f} s '
+                 f'({total / generation:.0f} examples/s)')
+  if job.build_seconds:
+    lines.append(f'Build with TFDS writing: {job.build_seconds:.1f} s '
+                 f'({total / job.build_seconds:.0f} examples/s)')
+  return '\n'.join(lines)
+
+
+def job_from_flags():
+  source = FLAGS.source or ('folder' if FLAGS.mesh_dir else 'procedural')
+  if FLAGS.mesh_dir and not os.path.isdir(FLAGS.mesh_dir):
+    raise app.UsageError(f'--mesh_dir={FLAGS.mesh_dir}: no such folder')
+  if source != 'procedural' and not FLAGS.mesh_dir:
+    raise app.UsageError(f'--source={source} needs --mesh_dir')
+  dataset = dict(source=source, mesh_dir=FLAGS.mesh_dir,
+                 views_per_instance=FLAGS.views_per_instance, bandwidth=FLAGS.bandwidth,
+                 image_size=FLAGS.image_size)
+  if FLAGS.test_per_category is not None:
+    dataset['test_per_category'] = FLAGS.test_per_category
+  if source == 'procedural':
+    dataset['instances_per_category'] = FLAGS.instances_per_category
+  try:
+    builders.make_config(**dataset)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from e
+  return Job(output_dir=FLAGS.output_dir,
+             data_dir=FLAGS.data_dir or os.path.join(FLAGS.output_dir, 'tensorflow_datasets'),
+             dataset=dataset, sheet_instances=FLAGS.sheet_instances, force=FLAGS.force)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  job = job_from_flags()
+  os.makedirs(job.output_dir, exist_ok=True)
+  run_stages(job, FLAGS.stages)
+  print(summary_table(job))
+  sys.stdout.flush()
+
+
+if __name__ == '__main__':
+  app.run(main)
