@@ -1,0 +1,169 @@
+"""Relative rotation between two spherical maps: the argmax of their SO(3) correlation, refined off-grid.
+
+`align(f, g)` returns `R` with `g ~= R . f`. The grid argmax of `correlation.correlate` is within half a
+grid step of the true maximum; refinement then takes Newton steps on the band-limited correlation
+evaluated exactly at continuous ZYZ angles (`so3.evaluate`, with analytic gradient and Hessian). Euler
+angles are singular at beta = 0, pi, so a peak within 45 degrees of those is refined in the frame
+`R = Ry(pi/2) R''` (where R'' has beta near pi/2) by rotating g's spectrum by `Ry(-pi/2)` first.
+
+`align_top_k` returns the k best distinct peaks: grid local maxima, greedy non-maximum suppression by
+angular distance, then refinement of each. `confidence = score_1 / score_2` (best over second best peak,
+inf where there is no second peak) flags symmetric objects (close to 1) versus clear matches.
+"""
+import numpy as np
+import tensorflow as tf
+
+from correlation import so3
+from correlation import wigner
+from geometry import rotations
+
+
+def _grid_angles(flat_index, grid_bandwidth, dtype):
+  """Flat indices into `[2B', 2B', 2B']` volumes -> ZYZ angles `[..., 3]` of `geometry.so3_grid(B')`."""
+  size = 2 * grid_bandwidth
+  i, j, k = flat_index // (size * size), (flat_index // size) % size, flat_index % size
+  step = np.pi / grid_bandwidth
+  return tf.stack([tf.cast(i, dtype) * step, (tf.cast(j, dtype) + 0.5) * (step / 2),
+                   tf.cast(k, dtype) * step], axis=-1)
+
+
+def _local_maxima(volume):
+  """Mask of grid points `[N, a, b, g]` not smaller than their 26 neighbours (alpha, gamma wrap)."""
+  pooled = volume
+  for axis in (1, 3):  # circular axes
+    pooled = tf.maximum(pooled, tf.maximum(tf.roll(pooled, 1, axis), tf.roll(pooled, -1, axis)))
+  edge = tf.fill(tf.shape(pooled[:, :, :1, :]), tf.constant(-np.inf, volume.dtype))
+  up = tf.concat([edge, pooled[:, :, :-1, :]], axis=2)
+  down = tf.concat([pooled[:, :, 1:, :], edge], axis=2)
+  pooled = tf.maximum(pooled, tf.maximum(up, down))
+  return volume >= pooled
+
+
+def _quarter_turn_spectrum(spectrum):
+  """Cross-spectrum of f and `Ry(-pi/2) . g`: `X'^l = d^l(pi/2)^T X^l` (acting on the g order m)."""
+  b_max = spectrum.shape[-1]
+  real_dtype = spectrum.dtype.real_dtype
+  quarter = wigner.wigner_d_matrices(b_max, tf.constant(np.pi / 2, real_dtype))  # [l, m', m]
+  return tf.matmul(tf.cast(quarter, spectrum.dtype), spectrum, transpose_a=True)
+
+
+def refine_peaks(spectrum, rotation, iterations=8):
+  """Newton ascent of the correlation from starting rotations.
+
+  Args:
+    spectrum: cross-spectra `[N, B, 2B-1, B]` (from `so3.spectra`).
+    rotation: starting rotations `[N, 3, 3]` (grid peaks).
+    iterations: Newton steps; each costs one evaluation of value, gradient and Hessian.
+  Returns:
+    (rotations `[N, 3, 3]`, values `[N]`): never worse than the start.
+  """
+  real_dtype = spectrum.dtype.real_dtype
+  b_max = spectrum.shape[-1]
+  rotation = tf.cast(rotation, real_dtype)
+  near_pole = tf.abs(rotation[:, 2, 2]) > np.cos(np.pi / 4)
+  quarter = rotations.rotation_y(tf.constant(np.pi / 2, real_dtype))
+  frame = tf.where(near_pole[:, None, None], quarter, tf.eye(3, dtype=real_dtype))
+  spectrum = tf.where(near_pole[:, None, None, None], _quarter_turn_spectrum(spectrum), spectrum)
+  angles = rotations.matrix_to_euler_zyz(tf.matmul(frame, rotation, transpose_a=True))
+  value, grad, hess = so3.evaluate(spectrum, angles)
+  # Steps never exceed the spacing of the bandwidth-B grid, well inside the peak's basin.
+  max_step = tf.constant(np.pi / b_max, real_dtype)
+
+  def newton_step(angles, value, grad, hess, scale):
+    # Newton step with the Hessian made negative definite (|eigenvalues|, floored).
+    eigval, eigvec = tf.linalg.eigh(hess)
+    floor = 1e-3 * tf.reduce_max(tf.abs(eigval), axis=-1, keepdims=True) + 1e-12
+    curvature = tf.maximum(tf.abs(eigval), floor)
+    step = tf.linalg.matvec(eigvec, tf.linalg.matvec(eigvec, grad, transpose_a=True) / curvature)
+    norm = tf.norm(step, axis=-1, keepdims=True)
+    step = step * tf.minimum(1.0, max_step / tf.maximum(norm, 1e-30)) * scale[:, None]
+    candidate = angles + step
+    c_value, c_grad, c_hess = so3.evaluate(spectrum, candidate)
+    # Keep only improvements; after a failed step try a quarter of it.
+    better = c_value >= value
+    return (tf.where(better[:, None], candidate, angles), tf.where(better, c_value, value),
+            tf.where(better[:, None], c_grad, grad), tf.where(better[:, None, None], c_hess, hess),
+            tf.where(better, tf.ones_like(scale), scale / 4))
+
+  # A while loop (not a Python loop) keeps one copy of the evaluation in the graph.
+  _, (angles, value, _, _, _) = tf.while_loop(
+      lambda i, state: i < iterations, lambda i, state: (i + 1, newton_step(*state)),
+      (tf.constant(0), (angles, value, grad, hess, tf.ones_like(value))))
+  return tf.matmul(frame, rotations.euler_zyz_to_matrix(angles)), value
+
+
+def _flatten_batch(spectrum):
+  batch_shape = tf.shape(spectrum)[:-3]
+  return tf.reshape(spectrum, tf.concat([[-1], tf.shape(spectrum)[-3:]], 0)), batch_shape
+
+
+def align(f, g, upsample=1, refine=True, normalize=False):
+  """Rotation `R` `[..., 3, 3]` with `g ~= R . f` for maps `[..., 2B, 2B, C]` (argmax of the correlation)."""
+  upsample = so3._check_upsample(upsample)
+  spectrum, batch_shape = _flatten_batch(so3.spectra(f, g, normalize))
+  b_max = spectrum.shape[-1]
+  grid_bandwidth = upsample * b_max
+  volume = so3.volume_from_spectrum(spectrum, grid_bandwidth)
+  best = tf.argmax(tf.reshape(volume, [tf.shape(volume)[0], -1]), axis=-1)
+  rotation = rotations.euler_zyz_to_matrix(
+      _grid_angles(best, grid_bandwidth, spectrum.dtype.real_dtype))
+  if refine:
+    rotation, _ = refine_peaks(spectrum, rotation)
+  return tf.reshape(rotation, tf.concat([batch_shape, [3, 3]], 0))
+
+
+def align_top_k(f, g, k=3, upsample=1, refine=True, normalize=False, min_separation_deg=None):
+  """The k best distinct correlation peaks.
+
+  Args:
+    f, g: maps `[..., 2B, 2B, C]`.
+    k: number of peaks.
+    upsample, normalize: as in `correlation.correlate`.
+    refine: refine each peak off the grid.
+    min_separation_deg: peaks closer than this (angular distance) are one peak; default `4 * 180 / B`
+      degrees (four grid steps of the input bandwidth, about the width of a correlation lobe).
+  Returns:
+    dict with `rotations` `[..., k, 3, 3]`, `scores` `[..., k]` (correlation values, best first; -inf
+    where fewer than k distinct peaks exist) and `confidence` `[...]` (best / second-best score).
+  """
+  if int(k) != k or k < 1:
+    raise ValueError(f'align_top_k: k must be a positive integer, got {k!r}')
+  upsample = so3._check_upsample(upsample)
+  spectrum, batch_shape = _flatten_batch(so3.spectra(f, g, normalize))
+  b_max = spectrum.shape[-1]
+  real_dtype = spectrum.dtype.real_dtype
+  grid_bandwidth = upsample * b_max
+  separation = 4 * 180.0 / b_max if min_separation_deg is None else float(min_separation_deg)
+  volume = so3.volume_from_spectrum(spectrum, grid_bandwidth)
+  batch = tf.shape(volume)[0]
+  minus_inf = tf.constant(-np.inf, real_dtype)
+  peaks = tf.reshape(tf.where(_local_maxima(volume), volume, minus_inf), [batch, -1])
+  num_candidates = min(max(16 * k, 64), (2 * grid_bandwidth)**3)
+  values, index = tf.math.top_k(peaks, num_candidates)
+  candidates = rotations.euler_zyz_to_matrix(_grid_angles(index, grid_bandwidth, real_dtype))
+  num_peaks = max(int(k), 2)  # the confidence needs a second peak
+  chosen, scores = [], []
+  for _ in range(num_peaks):
+    pick = tf.argmax(values, axis=-1)
+    rotation = tf.gather(candidates, pick, batch_dims=1)                   # [N, 3, 3]
+    chosen.append(rotation)
+    scores.append(tf.gather(values, pick, batch_dims=1))
+    distance = rotations.angular_distance(candidates, rotation[:, None])
+    values = tf.where(distance < separation, minus_inf, values)
+  rotation = tf.stack(chosen, axis=1)                                      # [N, K, 3, 3]
+  score = tf.stack(scores, axis=1)                                         # [N, K]
+  if refine:
+    repeated = tf.repeat(spectrum, num_peaks, axis=0)
+    refined, refined_score = refine_peaks(repeated, tf.reshape(rotation, [-1, 3, 3]))
+    found = tf.math.is_finite(score)
+    rotation = tf.reshape(refined, [batch, num_peaks, 3, 3])
+    score = tf.where(found, tf.reshape(refined_score, [batch, num_peaks]), minus_inf)
+    order = tf.argsort(score, axis=-1, direction='DESCENDING', stable=True)
+    rotation, score = tf.gather(rotation, order, batch_dims=1), tf.gather(score, order, batch_dims=1)
+  confidence = tf.where(tf.math.is_finite(score[:, 1]), score[:, 0] / score[:, 1],
+                        tf.constant(np.inf, real_dtype))
+  return {
+      'rotations': tf.reshape(rotation[:, :k], tf.concat([batch_shape, [k, 3, 3]], 0)),
+      'scores': tf.reshape(score[:, :k], tf.concat([batch_shape, [k]], 0)),
+      'confidence': tf.reshape(confidence, batch_shape),
+  }

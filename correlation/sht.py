@@ -1,0 +1,105 @@
+"""Spherical harmonic transform of real maps on the Driscoll-Healy grid (FFT + Legendre table).
+
+Harmonics: orthonormal, complex, with the Condon-Shortley phase,
+  `Y_l^m(beta, alpha) = N_lm P_l^m(cos beta) exp(i m alpha)`,
+  `N_lm = sqrt((2l+1)/(4 pi) (l-m)!/(l+m)!)`, `P_l^m(x) = (-1)^m (1-x^2)^(m/2) d^m/dx^m P_l(x)`,
+so `Y_1^1 = -sqrt(3/(8 pi)) sin(beta) exp(i alpha)` and `Y_l^{-m} = (-1)^m conj(Y_l^m)`.
+This is `scipy.special.sph_harm_y(l, m, beta, alpha)`.
+
+Coefficients: `f_l^m = integral_{S^2} f(x) conj(Y_l^m(x)) dx`, stored for `0 <= m <= l < B` in an array
+`[..., B (l), B (m), C]` (zeros where `m > l`). The maps are real, so the negative orders are implied:
+`f_l^{-m} = (-1)^m conj(f_l^m)`. Maps are `[..., 2B (beta, north to south), 2B (alpha), C]`.
+
+Both directions are an FFT over longitude and a matrix product with a cached associated-Legendre
+table over colatitude (`correlation.legendre`), per order m. The forward transform is exact (up to rounding) for maps of bandwidth B, thanks to the exact quadrature
+weights; `inverse(forward(f)) == f` for those, and `forward(inverse(c)) == c` for any coefficients.
+"""
+import tensorflow as tf
+
+from correlation import legendre
+
+
+def _real_dtype(x):
+  return tf.float64 if x.dtype in (tf.float64, tf.complex128) else tf.float32
+
+
+def _check_map(maps, name):
+  maps = tf.convert_to_tensor(maps)
+  if maps.dtype not in (tf.float32, tf.float64):
+    maps = tf.cast(maps, tf.float32)
+  shape = maps.shape
+  if shape.rank is None or shape.rank < 3:
+    raise ValueError(f'{name}: expected spherical maps [..., 2B, 2B, C], got shape {shape}')
+  rows, cols = shape[-3], shape[-2]
+  if rows is None or cols is None or rows != cols or rows % 2:
+    raise ValueError(f'{name}: expected maps [..., 2B, 2B, C] with equal, even, static sizes, '
+                     f'got shape {shape}')
+  if shape[-1] is None:
+    raise ValueError(f'{name}: the channel dimension must be static, got shape {shape}')
+  return maps
+
+
+def _matmul_complex_by_real(table, values):
+  """`table [P, I, J] (real) @ values [P, J, N] (complex)` by one real matmul on stacked re/im parts."""
+  stacked = tf.concat([tf.math.real(values), tf.math.imag(values)], axis=-1)
+  out = tf.matmul(table, stacked)
+  n = tf.shape(values)[-1]
+  return tf.complex(out[..., :n], out[..., n:])
+
+
+def forward(maps):
+  """Real maps `[..., 2B, 2B, C]` -> coefficients `[..., B (l), B (m >= 0), C]` (complex64/128)."""
+  maps = _check_map(maps, 'sht.forward')
+  n_rows, channels = maps.shape[-3], maps.shape[-1]
+  b_max = n_rows // 2
+  batch_shape = tf.shape(maps)[:-3]
+  even_table, odd_table = (tf.constant(t) for t in legendre.analysis_tables(b_max, maps.dtype.name))
+  # Longitude FFT: sum_k f[j, k] exp(-i m alpha_k) for m < B.
+  rows = tf.reshape(maps, [-1, n_rows, n_rows, channels])
+  rows = tf.transpose(rows, [0, 3, 1, 2])                                  # [N, C, j, k]
+  spectrum = tf.signal.rfft(rows)[..., :b_max]                             # [N, C, j, m]
+  spectrum = tf.transpose(tf.reshape(spectrum, [-1, n_rows, b_max]), [2, 1, 0])  # [m, j, N C]
+  # Mirrored rows (beta, pi - beta): their sum meets only even l + m, their difference only odd.
+  north, south = spectrum[:, :b_max], tf.reverse(spectrum[:, b_max:], axis=[1])
+  even = _matmul_complex_by_real(even_table, north + south)               # [m, l (l+m even), N C]
+  odd = _matmul_complex_by_real(odd_table, north - south)
+  position = legendre.parity_degrees(b_max)[-1]
+  coeffs = tf.gather(tf.concat([even, odd], axis=1), position, axis=1, batch_dims=1)  # [m, l, N C]
+  coeffs = tf.reshape(tf.transpose(coeffs, [2, 1, 0]), [-1, channels, b_max, b_max])
+  coeffs = tf.transpose(coeffs, [0, 2, 3, 1])                              # [N, l, m, C]
+  return tf.reshape(coeffs, tf.concat([batch_shape, [b_max, b_max, channels]], 0))
+
+
+def inverse(coeffs):
+  """Coefficients `[..., B (l), B (m >= 0), C]` -> real maps `[..., 2B, 2B, C]`.
+
+  Only `m <= l` entries are used, and the negative orders are taken from the real-map symmetry, so the
+  result is the real map whose coefficients for `m >= 0` are the input (the imaginary part of `m = 0`
+  terms, which a real map cannot have, is dropped).
+  """
+  coeffs = tf.convert_to_tensor(coeffs)
+  if not coeffs.dtype.is_complex:
+    coeffs = tf.cast(coeffs, tf.complex128 if coeffs.dtype == tf.float64 else tf.complex64)
+  shape = coeffs.shape
+  if shape.rank is None or shape.rank < 3 or shape[-3] is None or shape[-3] != shape[-2] or (
+      shape[-1] is None):
+    raise ValueError(f'sht.inverse: expected coefficients [..., B, B, C] with static sizes, got {shape}')
+  b_max, channels = shape[-3], shape[-1]
+  real_dtype = _real_dtype(coeffs)
+  batch_shape = tf.shape(coeffs)[:-3]
+  even_table, odd_table = (tf.constant(t) for t in legendre.synthesis_tables(b_max, real_dtype.name))
+  flat = tf.transpose(tf.reshape(coeffs, [-1, b_max, b_max, channels]), [2, 1, 0, 3])  # [m, l, N, C]
+  flat = tf.reshape(flat, [b_max, b_max, -1])
+  even_degrees, odd_degrees = legendre.parity_degrees(b_max)[:2]
+  even = _matmul_complex_by_real(even_table, tf.gather(flat, even_degrees, axis=1, batch_dims=1))
+  odd = _matmul_complex_by_real(odd_table, tf.gather(flat, odd_degrees, axis=1, batch_dims=1))
+  # North rows get both parities; their mirror images pi - beta get (-1)^(l+m).
+  per_order = tf.concat([even + odd, tf.reverse(even - odd, axis=[1])], axis=1)  # [m, j, N C]
+  # irfft(X)[k] = (X_0 + 2 Re sum_{m>0} X_m exp(i m alpha_k)) / 2B: scale by 2B to get the map.
+  per_order = per_order * tf.cast(2 * b_max, per_order.dtype)
+  per_order = tf.transpose(per_order, [2, 1, 0])                           # [N C, j, m]
+  per_order = tf.pad(per_order, [[0, 0], [0, 0], [0, 1]])                  # m = B term is zero
+  maps = tf.signal.irfft(per_order, fft_length=[2 * b_max])                # [N C, j, k]
+  maps = tf.reshape(maps, [-1, channels, 2 * b_max, 2 * b_max])
+  maps = tf.transpose(maps, [0, 2, 3, 1])
+  return tf.reshape(maps, tf.concat([batch_shape, [2 * b_max, 2 * b_max, channels]], 0))

@@ -1,0 +1,242 @@
+"""Evaluation of the equivariant image embeddings, and the user tools.
+
+usage: python evaluate.py [COMMAND] [flags] [files]
+
+Commands (the first positional argument; `align` when there is none):
+  align       relative pose from embeddings (the original's run_alignment_experiment):
+                evaluate.py --embeddings=FILE [--pairs=same|diff|same,diff] [--mode=fmap|target|
+                fmap,target] [--upsample=K] [--normalize] [--symmetric] [--max_pairs=N] [--seed=S]
+                [--results_csv=PATH] [--name=NAME]
+              prints a markdown table, appends one row per (mode, pairs) to the results CSV
+              (default results.csv beside FILE; header name,mode,pairs,n,median_deg,mean_deg,acc10,
+              acc30) and writes per-pair records (.pairs.npz) and an error CDF (.cdf.png) beside it.
+  synthesis   view synthesis: rotate the embedding of view 1 by R2 R1^T, decode, compare with view 2
+              (L1, PSNR, SSIM); needs an embeddings file with the views (`export --include_images`):
+                evaluate.py synthesis --embeddings=FILE --synthesizer=DIR [--mode] [--pairs]
+              (`--synthesis` is the same as the command.) Writes synthesis_results.csv, per-pair
+              metrics (.synthesis.npz) and an image grid (.grid.png: input, prediction, truth).
+  export      the embeddings file of a built dataset split:
+                evaluate.py export --embedder=DIR [--teacher=HUB_DIR] --data_dir=DIR --split=test
+                [--dataset_config=bandwidth=32,image_size=64] [--include_images] --output=FILE
+  relpose     relative rotation between two photos (image 1 -> image 2):
+                evaluate.py relpose --embedder=DIR IMG1 IMG2 [--top_k=3] [--json=OUT.json]
+              (or --image1=IMG1 --image2=IMG2).
+  synthesize  a novel view of one photo after rotating the object:
+                evaluate.py synthesize --embedder=DIR --synthesizer=DIR IMG
+                (--euler_zyz_deg=a,b,c | --quaternion=w,x,y,z | --axis_angle_deg=x,y,z,deg)
+                --output=OUT.png
+
+Conventions: ../shared/CONVENTIONS.md. The relative pose of views at R1, R2 is R2 R1^T.
+The flags live in a FlagValues of their own (EVAL_FLAGS), so importing this module next to other
+absl apps (train.py, main.py) in one process cannot clash; absl's own flags (--verbosity, ...)
+are still accepted.
+"""
+import sys
+
+from absl import app
+from absl import flags
+
+EVAL_FLAGS = flags.FlagValues()
+COMMANDS = ('align', 'synthesis', 'export', 'relpose', 'synthesize')
+
+
+def _define_flags(fv):
+  """Every flag of evaluate.py, on the FlagValues `fv`."""
+  d = dict(flag_values=fv)
+  # The experiments.
+  flags.DEFINE_string('embeddings', None, 'Embeddings file (.npz, see CONVENTIONS).', **d)
+  flags.DEFINE_list('pairs', ['same'], 'Pair kinds: same (two views of one instance) and/or diff '
+                    '(two instances of one class).', **d)
+  flags.DEFINE_list('mode', ['fmap'], 'Embeddings to use: fmap (student) and/or target (teacher).',
+                    **d)
+  flags.DEFINE_integer('upsample', 1, 'Correlation evaluated at upsample x bandwidth.',
+                       lower_bound=1, **d)
+  flags.DEFINE_bool('normalize', False, 'Per-channel normalisation of the maps before correlating.',
+                    **d)
+  flags.DEFINE_bool('symmetric', False, 'Report min(err, 180 - err): forgives a two-fold flip.',
+                    **d)
+  flags.DEFINE_integer('max_pairs', None, 'At most this many pairs, sampled (0: all). Default: all '
+                       'for same, 10000 for diff.', lower_bound=0, **d)
+  flags.DEFINE_integer('seed', 0, 'Seed of the pair sampling.', **d)
+  flags.DEFINE_string('results_csv', None, 'Results CSV (default: beside --embeddings).', **d)
+  flags.DEFINE_string('name', None, 'Name column of the results (default: the file stem).', **d)
+  flags.DEFINE_integer('batch_size', 64, 'Pairs (or views) per batch.', lower_bound=1, **d)
+  flags.DEFINE_bool('progress', True, 'Show progress bars.', **d)
+  flags.DEFINE_bool('synthesis', False, 'Same as the `synthesis` command.', **d)
+  flags.DEFINE_integer('grid_rows', 8, 'Pairs shown in the synthesis image grid.', lower_bound=1,
+                       **d)
+  # Models and data.
+  flags.DEFINE_string('embedder', None, 'SavedModel folder of the image embedder.', **d)
+  flags.DEFINE_string('synthesizer', None, 'SavedModel folder of the view synthesiser.', **d)
+  flags.DEFINE_string('teacher', None, 'Hub module folder of the teacher (export: target maps).',
+                      **d)
+  flags.DEFINE_string('data_dir', None, 'TFDS data_dir of the built dataset (export).', **d)
+  flags.DEFINE_string('split', 'test', 'Dataset split (export).', **d)
+  flags.DEFINE_list('dataset_config', [], 'key=value options of datasets.builders.load_split.', **d)
+  flags.DEFINE_integer('max_examples', None, 'Export at most this many views.', lower_bound=1, **d)
+  flags.DEFINE_bool('include_images', False, 'Export: also store the views (for synthesis).', **d)
+  flags.DEFINE_string('output', None, 'Output file: embeddings .npz (export) or PNG (synthesize).',
+                      **d)
+  # The user tools.
+  flags.DEFINE_string('image1', None, 'First image (relpose), or the image (synthesize).', **d)
+  flags.DEFINE_string('image2', None, 'Second image (relpose).', **d)
+  flags.DEFINE_integer('image_size', None, 'Image size, when the embedder does not fix it.', **d)
+  flags.DEFINE_integer('top_k', 3, 'Candidate rotations reported by relpose.', lower_bound=1, **d)
+  flags.DEFINE_string('json', None, 'relpose: also write the result as JSON here.', **d)
+  flags.DEFINE_string('euler_zyz_deg', None, 'synthesize: rotation as ZYZ Euler degrees a,b,c.',
+                      **d)
+  flags.DEFINE_string('quaternion', None, 'synthesize: rotation as quaternion w,x,y,z.', **d)
+  flags.DEFINE_string('axis_angle_deg', None, 'synthesize: rotation as axis and degrees x,y,z,deg.',
+                      **d)
+
+
+_define_flags(EVAL_FLAGS)
+
+
+def _parse_config(items):
+  """['bandwidth=32', 'source=procedural'] -> {'bandwidth': 32, 'source': 'procedural'}."""
+  config = {}
+  for item in items:
+    key, sep, value = item.partition('=')
+    if not sep or not key:
+      raise app.UsageError(f'--dataset_config: expected key=value, got {item!r}')
+    for cast in (int, float):
+      try:
+        value = cast(value)
+        break
+      except ValueError:
+        pass
+    if isinstance(value, str):
+      value = {'true': True, 'false': False}.get(value.lower(), value)
+    config[key] = value
+  return config
+
+
+def _require(fv, *names):
+  missing = [n for n in names if fv[n].value in (None, '')]
+  if missing:
+    raise app.UsageError('missing ' + ', '.join(f'--{n}' for n in missing))
+
+
+def _check_choices(name, values, choices):
+  bad = [v for v in values if v not in choices]
+  if bad or not values:
+    raise app.UsageError(f'--{name}={",".join(values)}: each value must be one of {choices}')
+
+
+def _split_command(argv):
+  """argv (after flag parsing) -> (command, positional file arguments)."""
+  args = list(argv[1:])
+  command = 'align'
+  if args and args[0] in COMMANDS:
+    command = args.pop(0)
+  return command, args
+
+
+def _images(fv, files, count):
+  """The image paths of relpose (2) or synthesize (1), from positional args or --image1/--image2."""
+  named = [p for p in (fv.image1, fv.image2)[:count] if p]
+  paths = files if files else named
+  if files and named:
+    raise app.UsageError('give the images either as arguments or with --image1/--image2, not both')
+  if len(paths) != count:
+    raise app.UsageError(f'expected {count} image file(s), got {len(paths)}: {paths}')
+  return paths
+
+
+def execute(fv, argv):
+  """Runs the command of the parsed flags `fv` and positional `argv`; returns the exit code."""
+  from evaluation import commands, models_io  # pylint: disable=g-import-not-at-top  (TF import)
+  command, files = _split_command(argv)
+  if fv.synthesis and command == 'align':
+    command = 'synthesis'
+  if files and command not in ('relpose', 'synthesize'):
+    raise app.UsageError(f'unexpected arguments {files} (commands: {", ".join(COMMANDS)})')
+  if command in ('align', 'synthesis'):
+    _require(fv, 'embeddings')
+    _check_choices('pairs', fv.pairs, ('same', 'diff'))
+    _check_choices('mode', fv.mode, ('fmap', 'target'))
+  try:
+    if command == 'align':
+      _, table = commands.align_command(
+          fv.embeddings, pair_kinds=fv.pairs, modes=fv.mode, upsample=fv.upsample,
+          normalize=fv.normalize, symmetric=fv.symmetric, max_pairs=fv.max_pairs, seed=fv.seed,
+          results_csv=fv.results_csv, name=fv.name, batch_size=fv.batch_size, progress=fv.progress)
+      print(table)
+    elif command == 'synthesis':
+      _require(fv, 'synthesizer')
+      synthesizer = models_io.load_synthesizer(fv.synthesizer, fv.batch_size)
+      _, table = commands.synthesis_command(
+          fv.embeddings, synthesizer, pair_kinds=fv.pairs, modes=fv.mode, max_pairs=fv.max_pairs,
+          seed=fv.seed, results_csv=fv.results_csv, name=fv.name, grid_rows=fv.grid_rows,
+          batch_size=fv.batch_size)
+      print(table)
+    elif command == 'export':
+      _require(fv, 'embedder', 'data_dir', 'output')
+      from evaluation import embeddings_export  # pylint: disable=g-import-not-at-top
+      embedder = models_io.load_embedder(fv.embedder, fv.batch_size)
+      teacher = models_io.load_teacher(fv.teacher, fv.batch_size) if fv.teacher else None
+      examples = embeddings_export.load_split_examples(fv.split, fv.data_dir,
+                                                       **_parse_config(fv.dataset_config))
+      arrays, seconds = embeddings_export.export_embeddings(
+          fv.output, examples, embedder, teacher=teacher, batch_size=fv.batch_size,
+          max_examples=fv.max_examples, include_images=fv.include_images, progress=fv.progress)
+      n = len(arrays['fmap'])
+      print(f'wrote {fv.output}: {n} views, keys {sorted(arrays)}, '
+            f'{n / max(seconds, 1e-9):.1f} views/s')
+    elif command == 'relpose':
+      _require(fv, 'embedder')
+      image1, image2 = _images(fv, files, 2)
+      embedder = models_io.load_embedder(fv.embedder)
+      _, text = commands.relpose_command(embedder, image1, image2, top_k=fv.top_k,
+                                         upsample=fv.upsample, normalize=fv.normalize,
+                                         json_path=fv.json, image_size=fv.image_size)
+      print(text)
+    elif command == 'synthesize':
+      _require(fv, 'embedder', 'synthesizer', 'output')
+      from evaluation import rotation_formats  # pylint: disable=g-import-not-at-top
+      (image,) = _images(fv, files, 1)
+      rotation = rotation_formats.rotation_from_flags(fv.euler_zyz_deg, fv.quaternion,
+                                                      fv.axis_angle_deg)
+      embedder = models_io.load_embedder(fv.embedder)
+      synthesizer = models_io.load_synthesizer(fv.synthesizer)
+      commands.synthesize_command(embedder, synthesizer, image, rotation, fv.output,
+                                  image_size=fv.image_size)
+      print(f'wrote {fv.output}')
+  except (ValueError, OSError) as e:  # bad input files or models: one clear line, no traceback
+    print(f'evaluate.py {command}: error: {e}', file=sys.stderr)
+    return 1
+  return 0
+
+
+def parse(argv, fv=EVAL_FLAGS):
+  """Parses `argv` into `fv` (from scratch); returns the positional arguments (argv[0] first)."""
+  fv.unparse_flags()
+  return fv(argv)
+
+
+def run(argv):
+  """In-process entry point (tests): parse `argv` (argv[0] = program) and execute."""
+  return execute(EVAL_FLAGS, parse(argv))
+
+
+def _flags_parser(argv):
+  """app.run's parser: absl's global flags (logging, help) first, then ours."""
+  if any(a in ('-h', '--help', '-help', '--helpfull', '--helpshort') for a in argv[1:]):
+    print(__doc__)
+    print(EVAL_FLAGS.get_help())
+    sys.exit(0)
+  rest = flags.FLAGS(argv, known_only=True)
+  try:
+    return parse(rest)
+  except flags.Error as e:
+    print(f'evaluate.py: {e}\nTry --help.', file=sys.stderr)
+    sys.exit(2)
+
+
+def main(argv):
+  return execute(EVAL_FLAGS, argv)
+
+
+if __name__ == '__main__':
+  app.run(main, flags_parser=_flags_parser)

@@ -1,0 +1,155 @@
+"""The commands of evaluate.py as plain functions (the flags live in evaluate.py).
+
+Each command reads its inputs, runs one piece of evaluation/, writes its outputs atomically and
+returns what it printed, so tests can call it without a command line.
+
+Output files of `align` (all beside the results CSV, `<name>` from `run_name`):
+  <results_csv>                          one row per (mode, pairs) with ALIGNMENT_HEADER;
+  <name>.<mode>.<pairs>.pairs.npz        per-pair records: pairs [P, 2] (rows of the embeddings
+                                         file), instance_1/2, label_1/2 (when present),
+                                         estimated/true [P, 3, 3], raw_error_deg, error_deg [P];
+  <name>.cdf.png                         the error CDF of every (mode, pairs) of the run.
+`synthesis` writes the same kinds of files: <results_csv> with SYNTHESIS_HEADER,
+<name>.<mode>.<pairs>.synthesis.npz (pairs, l1, psnr_db, ssim, predictions) and
+<name>.<mode>.<pairs>.grid.png (columns: input view, prediction, true view; one pair per row).
+"""
+import json
+import os
+
+import numpy as np
+
+from evaluation import alignment, images, models_io, plots, relpose, results, synthesis
+from evaluation import pairs as pairs_lib
+from evaluation.embeddings_io import load_embeddings
+from evaluation.files import atomic_write_npz, atomic_write_png, atomic_write_text
+
+DIFF_PAIRS_DEFAULT_MAX = 10000
+
+
+def run_name(embeddings_path, name=None, normalize=False, upsample=1, symmetric=False):
+  """The `name` column: `name` or the file's stem, tagged with the non-default options.
+
+  E.g. 'test_embeddings+norm+up2+sym' for --normalize --upsample=2 --symmetric, so rows of
+  different settings of one file stay distinct in the fixed-header CSV.
+  """
+  base = name or os.path.splitext(os.path.basename(embeddings_path))[0]
+  tags = (['norm'] if normalize else []) + ([f'up{upsample}'] if upsample != 1 else []) + (
+      ['sym'] if symmetric else [])
+  return '+'.join([base] + tags)
+
+
+def default_results_csv(embeddings_path, filename='results.csv'):
+  """`results.csv` (or `filename`) in the folder of the embeddings file."""
+  return os.path.join(os.path.dirname(os.path.abspath(embeddings_path)), filename)
+
+
+def _pairs_for(data, kind, max_pairs, seed):
+  if max_pairs is None:
+    max_pairs = DIFF_PAIRS_DEFAULT_MAX if kind == 'diff' else 0
+  return pairs_lib.make_pairs(data['instance'], data['rot'], kind=kind, label=data.get('label'),
+                              max_pairs=max_pairs, seed=seed)
+
+
+def _pair_ids(data, pairs):
+  ids = {'instance_1': data['instance'][pairs[:, 0]], 'instance_2': data['instance'][pairs[:, 1]]}
+  if 'label' in data:
+    ids.update(label_1=data['label'][pairs[:, 0]], label_2=data['label'][pairs[:, 1]])
+  return ids
+
+
+def align_command(embeddings_path, pair_kinds=('same',), modes=('fmap',), upsample=1,
+                  normalize=False, symmetric=False, max_pairs=None, seed=0, results_csv=None,
+                  name=None, batch_size=64, progress=True, align_fn=None):
+  """The relative-pose experiment; returns (rows, printed markdown table)."""
+  data = load_embeddings(embeddings_path)
+  results_csv = results_csv or default_results_csv(embeddings_path)
+  out_dir = os.path.dirname(os.path.abspath(results_csv))
+  label = run_name(embeddings_path, name, normalize, upsample, symmetric)
+  rows, curves = [], {}
+  for kind in pair_kinds:
+    pairs = _pairs_for(data, kind, max_pairs, seed)
+    for mode in modes:
+      run = alignment.run_alignment(data, pairs, mode=mode, symmetric=symmetric,
+                                    align_fn=align_fn, batch_size=batch_size, upsample=upsample,
+                                    normalize=normalize, progress=progress)
+      row = dict(run['stats'], name=label, mode=mode, pairs=kind)
+      results.append_row(results_csv, row, results.ALIGNMENT_HEADER)
+      atomic_write_npz(os.path.join(out_dir, f'{label}.{mode}.{kind}.pairs.npz'),
+                       pairs=run['pairs'], estimated=run['estimated'], true=run['true'],
+                       raw_error_deg=run['raw_error_deg'], error_deg=run['error_deg'],
+                       **_pair_ids(data, run['pairs']))
+      rows.append(row)
+      curves[f'{mode}/{kind}'] = run['error_deg']
+  plots.plot_error_cdf(os.path.join(out_dir, f'{label}.cdf.png'), curves,
+                       title=f'Relative pose error: {label}', max_deg=90.0 if symmetric else 180.0)
+  table = results.markdown_table(rows, results.ALIGNMENT_HEADER + ('pairs_per_s',))
+  return rows, table
+
+
+def synthesis_command(embeddings_path, synthesizer, pair_kinds=('same',), modes=('fmap',),
+                      max_pairs=None, seed=0, results_csv=None, name=None, grid_rows=8,
+                      batch_size=32, rotate_fn=None):
+  """The view-synthesis evaluation; returns (rows, printed markdown table).
+
+  Args:
+    synthesizer: embeddings -> images (models_io.load_synthesizer or any callable).
+    grid_rows: pairs shown in the PNG grid (the first ones in pair order).
+  """
+  data = load_embeddings(embeddings_path)
+  results_csv = results_csv or default_results_csv(embeddings_path, 'synthesis_results.csv')
+  out_dir = os.path.dirname(os.path.abspath(results_csv))
+  label = run_name(embeddings_path, name)
+  rows = []
+  for kind in pair_kinds:
+    pairs = _pairs_for(data, kind, max_pairs, seed)
+    for mode in modes:
+      if hasattr(synthesizer, 'check_input') and mode in data:
+        synthesizer.check_input(data[mode][:1])
+      run = synthesis.run_synthesis(data, pairs, synthesizer, mode=mode, rotate_fn=rotate_fn,
+                                    batch_size=batch_size)
+      row = dict(run['stats'], name=label, mode=mode, pairs=kind)
+      results.append_row(results_csv, row, results.SYNTHESIS_HEADER)
+      stem = os.path.join(out_dir, f'{label}.{mode}.{kind}')
+      atomic_write_npz(stem + '.synthesis.npz', pairs=run['pairs'], l1=run['l1'],
+                       psnr_db=run['psnr_db'], ssim=run['ssim'], predictions=run['predictions'],
+                       **_pair_ids(data, run['pairs']))
+      shown = run['pairs'][:grid_rows]
+      plots.save_image_grid(stem + '.grid.png', [data['image'][shown[:, 0]],
+                                                 run['predictions'][:grid_rows],
+                                                 data['image'][shown[:, 1]]],
+                            titles=('input', 'predicted', 'truth'))
+      rows.append(row)
+  table = results.markdown_table(rows, results.SYNTHESIS_HEADER + ('pairs_per_s',))
+  return rows, table
+
+
+def _view_size(embedder, image_size):
+  """(H, W) of the views for `embedder`: its signature's, else `image_size`."""
+  if hasattr(embedder, 'input_shape'):
+    return models_io.image_size_of(embedder, image_size)
+  if image_size is None:
+    raise ValueError('the image size of the embedder is unknown: pass --image_size')
+  return int(image_size), int(image_size)
+
+
+def relpose_command(embedder, image1, image2, top_k=3, upsample=1, normalize=False,
+                    json_path=None, image_size=None, align_top_k_fn=None):
+  """Relative pose between two image files; returns (result dict, printed text)."""
+  size = _view_size(embedder, image_size)
+  views = [images.load_view(p, size) for p in (image1, image2)]
+  result = relpose.relative_pose(embedder, views[0], views[1], top_k=top_k, upsample=upsample,
+                                 normalize=normalize, align_top_k_fn=align_top_k_fn)
+  result.update(image1=os.fspath(image1), image2=os.fspath(image2))
+  if json_path:
+    atomic_write_text(json_path, json.dumps(result, indent=2) + '\n')
+  return result, relpose.format_relative_pose(result)
+
+
+def synthesize_command(embedder, synthesizer, image, rotation, output, image_size=None,
+                       rotate_fn=None):
+  """The novel view of an image file after `rotation [3, 3]`, written as PNG; returns it."""
+  size = _view_size(embedder, image_size)
+  view = images.load_view(image, size)
+  picture = relpose.novel_view(embedder, synthesizer, view, np.asarray(rotation), rotate_fn)
+  atomic_write_png(output, plots.to_uint8(picture))
+  return picture

@@ -1,0 +1,96 @@
+"""SavedModel exports of a trained student (the embedder) and of the synthesis model.
+
+Both are plain `tf.Module`s, reloadable with `tf.saved_model.load(path)` (no Keras needed):
+
+Embedder (`export_embedder`):
+  loaded.embed(images float32 [N, S, S, C] in [0, 1]) -> {'embedding', 'embedding_unit'}
+  loaded.embed_uint8(images uint8 [N, S, S, C] in 0..255) -> the same
+  signatures 'serving_default' (float32, keyword `images`) and 'serving_uint8'.
+  `embedding` is in the teacher's units `[N, 2B, 2B, C]`; `embedding_unit` is the sigmoid output
+  in [0, 1] the student was trained on (see models.students).
+Synthesiser (`export_synthesizer`):
+  loaded.synthesize(embeddings float32 [N, 2B, 2B, C], teacher units) -> {'image' [N, S, S, C]}
+  signature 'serving_default' (keyword `embeddings`).
+Each export also holds `config_json` (a string variable: input and output shapes).
+
+Writes are atomic: the SavedModel is written beside the destination and renamed into place.
+"""
+import json
+import os
+import shutil
+
+import tensorflow as tf
+
+
+class _Embedder(tf.Module):
+
+  def __init__(self, model):
+    super().__init__(name='embedder')
+    self.model = model
+    shape = [None] + list(model.input_shape[1:])
+    self.config_json = tf.Variable(json.dumps({
+        'image_shape': list(model.input_shape[1:]),
+        'embedding_shape': list(model.output['embedding'].shape[1:])}), trainable=False)
+    self.embed = tf.function(self._embed, input_signature=[
+        tf.TensorSpec(shape, tf.float32, name='images')])
+    self.embed_uint8 = tf.function(
+        lambda images: self._embed(tf.cast(images, tf.float32) / 255.0),
+        input_signature=[tf.TensorSpec(shape, tf.uint8, name='images')])
+
+  def _embed(self, images):
+    out = self.model(images, training=False)
+    return {'embedding': out['embedding'], 'embedding_unit': out['embedding_unit']}
+
+
+class _Synthesizer(tf.Module):
+
+  def __init__(self, model):
+    super().__init__(name='synthesizer')
+    self.model = model
+    self.config_json = tf.Variable(json.dumps({
+        'embedding_shape': list(model.input_shape[1:]),
+        'image_shape': list(model.output['image'].shape[1:])}), trainable=False)
+    self.synthesize = tf.function(self._synthesize, input_signature=[
+        tf.TensorSpec([None] + list(model.input_shape[1:]), tf.float32, name='embeddings')])
+
+  def _synthesize(self, embeddings):
+    return {'image': self.model(embeddings, training=False)['image']}
+
+
+def _save_atomic(module, export_dir, signatures):
+  export_dir = os.path.abspath(export_dir)
+  os.makedirs(os.path.dirname(export_dir), exist_ok=True)
+  tmp = f'{export_dir}.tmp{os.getpid()}'
+  shutil.rmtree(tmp, ignore_errors=True)
+  tf.saved_model.save(module, tmp, signatures=signatures)
+  if os.path.exists(export_dir):
+    # os.replace cannot overwrite a non-empty directory: move the old export aside first.
+    old = f'{export_dir}.old{os.getpid()}'
+    os.replace(export_dir, old)
+    os.replace(tmp, export_dir)
+    shutil.rmtree(old, ignore_errors=True)
+  else:
+    os.replace(tmp, export_dir)
+  return export_dir
+
+
+def _check_outputs(model, keys, builder):
+  outputs = model.output if isinstance(model.output, dict) else {}
+  missing = [k for k in keys if k not in outputs]
+  if missing:
+    raise ValueError(f'export: the model lacks outputs {missing}; build it with {builder}')
+
+
+def export_embedder(student, export_dir):
+  """Writes the student (a `models.build_student` model) as an embedder SavedModel."""
+  _check_outputs(student, ('embedding', 'embedding_unit'), 'models.build_student')
+  module = _Embedder(student)
+  return _save_atomic(module, export_dir, {'serving_default': module.embed,
+                                           'serving_uint8': module.embed_uint8})
+
+
+def export_synthesizer(model, export_dir):
+  """Writes the synthesis model (a `models.build_synthesis` model) as a synthesiser SavedModel."""
+  _check_outputs(model, ('image',), 'models.build_synthesis')
+  module = _Synthesizer(model)
+  return _save_atomic(module, export_dir, {'serving_default': module.synthesize})

@@ -1,0 +1,62 @@
+"""Per-example losses and metrics between predicted and target maps.
+
+Spherical maps `[N, 2B, 2B, C]` are averaged with the `sin(beta)` area weights of
+`geometry.area_weights` (normalised to mean 1), so every area of the sphere counts alike;
+images are averaged plainly. Every function returns one value per example, `[N]`, which the
+training loop averages over the global batch.
+"""
+import tensorflow as tf
+
+from geometry import area_weights
+
+LOSSES = ('huber', 'l1', 'l2')
+
+
+def huber(pred, target, delta):
+  """Elementwise Huber: `d^2 / 2` for `|d| <= delta`, `delta (|d| - delta / 2)` beyond, d = p - t."""
+  if delta <= 0:
+    raise ValueError(f'--huber_delta must be positive, got {delta}')
+  d = tf.abs(pred - target)
+  quadratic = tf.minimum(d, delta)
+  return 0.5 * tf.square(quadratic) + delta * (d - quadratic)
+
+
+def elementwise_loss(pred, target, kind='huber', delta=1.0):
+  """`kind` in LOSSES: 'huber' (with `delta`), 'l1' (|d|) or 'l2' (d^2), elementwise."""
+  if kind == 'huber':
+    return huber(pred, target, delta)
+  if kind == 'l1':
+    return tf.abs(pred - target)
+  if kind == 'l2':
+    return tf.square(pred - target)
+  raise ValueError(f'--loss must be one of {LOSSES}, got {kind!r}')
+
+
+def sphere_mean(values):
+  """Area-weighted mean of spherical maps `[N, 2B, 2B, C]` over the sphere and channels -> `[N]`.
+
+  A discretisation of `(1 / 4 pi) int_{S^2} f dx`, averaged over channels.
+  """
+  if values.shape.rank != 4 or values.shape[1] != values.shape[2]:
+    raise ValueError(f'sphere_mean expects maps [N, 2B, 2B, C], got shape {values.shape}')
+  weights = tf.constant(area_weights(values.shape[1] // 2), values.dtype)[:, None, None]
+  return tf.reduce_mean(values * weights, axis=[1, 2, 3])
+
+
+def image_mean(values):
+  """Plain mean of `[N, ...]` over everything but the batch -> `[N]`."""
+  return tf.reduce_mean(tf.reshape(values, [tf.shape(values)[0], -1]), axis=1)
+
+
+def map_loss(pred, target, kind='huber', delta=1.0, spherical=True):
+  """Per-example loss `[N]`: the elementwise loss, area-weighted on spheres, plain on images."""
+  reduce = sphere_mean if spherical else image_mean
+  return reduce(elementwise_loss(pred, target, kind, delta))
+
+
+def relative_error(pred, target, spherical=True, eps=1e-6):
+  """Per-example mean of `|p - t| / (|p| + |t| + eps)` `[N]` (in [0, 1]; 0 when equal), as in the
+  original code; area-weighted on spheres."""
+  reduce = sphere_mean if spherical else image_mean
+  return reduce(tf.abs(pred - target) / (tf.abs(pred) + tf.abs(target) + eps))
+

@@ -1,0 +1,267 @@
+"""Training tasks of the students (image -> teacher embedding) and of the synthesis model
+(embedding -> image), for `train.py --model=student|synthesis`.
+
+Targets come from the teacher, a reusable SavedModel written by `models.hub_export` and loaded with
+`tensorflow_hub` (`--tgt_embed_dir`): its output `--tgt_embed_key` (default 'embedding') on the
+example's sphere. They are computed in every training step from the dataset's spheres, or once and
+cached with `--cache_targets=memory|PATH` (the teacher then runs in the input pipeline before the
+cache; a PATH keeps the cache across runs, as tf.data cache files).
+
+Scaling (see `models.students`): the per-channel range of the teacher's embeddings is fitted once,
+on the first `--target_range_examples` training examples, stored in `model_dir/target_range.npz`
+(reused on resume) and in the model's weights, and maps targets to [0, 1] for the sigmoid output.
+
+Loss: `--loss` (huber with `--huber_delta`, l1 or l2) on the [0, 1]-scaled maps, area-weighted
+(sin(beta)) for embeddings, plain for images. Metric: `relative_error`
+`|p - t| / (|p| + |t| + eps)` on the same maps.
+
+The synthesis model's input is the teacher's embedding of the view (`--synthesis_input=teacher`) or
+a trained student's (`--synthesis_input=student` with `--student_embedder_dir`, an export of
+`models.embedder_export`); its target is the view itself.
+"""
+import io
+import os
+
+from absl import flags
+import numpy as np
+import tensorflow as tf
+
+from models import embedder_export
+from models import hub_export
+from models import losses
+from models import students
+from models import training
+
+flags.DEFINE_string('tgt_embed_dir', None,
+                    'The teacher: a reusable SavedModel (models.hub_export), loaded by hub.load.')
+flags.DEFINE_string('tgt_embed_key', 'embedding', 'Output of the teacher used as the target map.')
+flags.DEFINE_integer('layers_per_block', 2, 'Residual blocks per stage of encoder and decoder.')
+flags.DEFINE_integer('base_channels', 64, 'Channels of the largest feature maps.')
+flags.DEFINE_integer('max_channels', 512, 'Cap on the channels of any feature map.')
+flags.DEFINE_integer('n_latent', 1024, 'Size of the 1-D bottleneck.')
+flags.DEFINE_enum('loss', 'huber', losses.LOSSES, 'Elementwise loss on the [0, 1]-scaled maps.')
+flags.DEFINE_float('huber_delta', 0.1, 'Delta of the Huber loss (targets are in [0, 1]).')
+flags.DEFINE_bool('augment', False, 'Random brightness and contrast of the student input images.')
+flags.DEFINE_string('cache_targets', '',
+                    "'' computes the teacher's targets in every step; 'memory' caches them in RAM "
+                    'after the first epoch; any other value is a tf.data cache file prefix.')
+flags.DEFINE_integer('target_range_examples', 256,
+                     'Training examples whose teacher embeddings set the [0, 1] scaling.')
+flags.DEFINE_enum('synthesis_input', 'teacher', ['teacher', 'student'],
+                  "Embeddings fed to the synthesis model: the teacher's or a student's.")
+flags.DEFINE_string('student_embedder_dir', None,
+                    'Student embedder (models.embedder_export) for --synthesis_input=student.')
+flags.DEFINE_string('npz_dir', None,
+                    'Read the splits from NPZ_DIR/{train,test}.npz (arrays named like the example '
+                    'fields) instead of the TFDS data set in --data_dir.')
+
+KINDS = ('student', 'synthesis')
+_EXAMPLE_KEYS = ('image', 'sphere')
+_SHUFFLE_BUFFER = 1024
+
+
+def load_npz_split(path):
+  """A tf.data.Dataset of examples from an `.npz` with arrays `image` [M, S, S, 1] and
+  `sphere` [M, 2B, 2B, C] (other arrays are passed along)."""
+  if not tf.io.gfile.exists(path):
+    raise FileNotFoundError(f'--npz_dir: no file {path}')
+  with tf.io.gfile.GFile(path, 'rb') as f:
+    arrays = dict(np.load(f))
+  missing = [k for k in _EXAMPLE_KEYS if k not in arrays]
+  if missing:
+    raise ValueError(f'{path}: missing arrays {missing}, has {sorted(arrays)}')
+  return tf.data.Dataset.from_tensor_slices(arrays)
+
+
+def augment_image(image):
+  """Random brightness (+-0.1) and contrast (x0.8..1.2) of an image `[S, S, C]` in [0, 1].
+
+  Photometric only: a geometric change (flip, shift, rotation) would change the pose the
+  embedding must encode.
+  """
+  image = tf.image.random_brightness(image, 0.1)
+  image = tf.image.random_contrast(image, 0.8, 1.2)
+  return tf.clip_by_value(image, 0.0, 1.0)
+
+
+def _tile_channels(pred, target, max_channels=3):
+  """Side-by-side `[pred | target]` of the first channels, stacked vertically:
+  `[k, 2B, 2B, C]` x2 -> `[k, n 2B, 4B, 1]`, each row normalised to [0, 1] jointly."""
+  rows = []
+  for c in range(min(max_channels, pred.shape[-1])):
+    pair = tf.concat([pred[..., c:c + 1], target[..., c:c + 1]], axis=2)
+    low = tf.reduce_min(pair, axis=[1, 2, 3], keepdims=True)
+    high = tf.reduce_max(pair, axis=[1, 2, 3], keepdims=True)
+    rows.append((pair - low) / tf.maximum(high - low, 1e-12))
+  return tf.concat(rows, axis=1)
+
+
+def _save_npz_atomic(path, **arrays):
+  tf.io.gfile.makedirs(os.path.dirname(path) or '.')
+  buffer = io.BytesIO()
+  np.savez(buffer, **arrays)
+  tmp = f'{path}.tmp{os.getpid()}.npz'
+  with tf.io.gfile.GFile(tmp, 'wb') as f:
+    f.write(buffer.getvalue())
+  tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
+class StudentTask(training.Task):
+  """`kind='student'`: images -> teacher embeddings; `kind='synthesis'`: embeddings -> images.
+
+  Args:
+    kind: one of KINDS.
+    load_split: function `split -> tf.data.Dataset` of unbatched example dicts with at least
+      `image` `[S, S, 1]` in [0, 1] and `sphere` `[2B, 2B, C]`.
+    teacher_dir: the teacher export (`--tgt_embed_dir`).
+    teacher_key: the teacher's output used as the embedding.
+    model_options: keyword arguments of `build_student` / `build_synthesis` (layers_per_block,
+      base_channels, max_channels, n_latent).
+    loss, huber_delta: the elementwise loss.
+    augment: photometric augmentation of the student's input images (student only).
+    cache_targets: '' (compute in every step), 'memory', or a cache file prefix.
+    range_examples: examples used to fit the [0, 1] scaling.
+    range_file: where the fitted scaling is kept (reused if it exists); None: not kept.
+    student_embedder_dir: for synthesis from a student's embeddings instead of the teacher's.
+  """
+
+  def __init__(self, kind, load_split, teacher_dir, teacher_key='embedding', model_options=None,
+               loss='huber', huber_delta=0.1, augment=False, cache_targets='',
+               range_examples=256, range_file=None, student_embedder_dir=None):
+    if kind not in KINDS:
+      raise ValueError(f'--model must be one of {KINDS} for the student task, got {kind!r}')
+    if augment and kind != 'student':
+      raise ValueError('--augment changes the input images of a student; it is not for '
+                       '--model=synthesis, whose images are targets')
+    if not teacher_dir:
+      raise ValueError('--tgt_embed_dir (the teacher export) is required')
+    losses.elementwise_loss(tf.zeros([1]), tf.zeros([1]), loss, huber_delta)  # validates flags
+    self.name = kind
+    self.kind = kind
+    self._load_split = load_split
+    self.teacher_key = teacher_key
+    self.teacher = hub_export.load(teacher_dir)
+    self.student = (tf.saved_model.load(student_embedder_dir) if student_embedder_dir else None)
+    self.model_options = dict(model_options or {})
+    self.loss, self.huber_delta = loss, huber_delta
+    self.augment, self.cache_targets = augment, cache_targets
+    spec = load_split('train').element_spec
+    missing = [k for k in _EXAMPLE_KEYS if k not in spec]
+    if missing:
+      raise ValueError(f'the training examples lack {missing}; they have {sorted(spec)}')
+    self.image_shape = tuple(spec['image'].shape)
+    self.range_low, self.range_high, self.embedding_shape = self._fit_range(range_examples,
+                                                                            range_file)
+
+  # The embedding a step needs: the target of a student, the input of the synthesis model.
+  def embedding_of(self, batch):
+    """Embeddings `[N, 2B, 2B, C]` in the teacher's units of a batch of examples."""
+    if self.student is not None:
+      return self.student.embed(tf.cast(batch['image'], tf.float32))['embedding']
+    outputs = self.teacher(tf.cast(batch['sphere'], tf.float32), training=False)
+    if self.teacher_key not in outputs:
+      raise ValueError(f'--tgt_embed_key={self.teacher_key!r} is not an output of the teacher; '
+                       f'it has {sorted(outputs)}')
+    return outputs[self.teacher_key]
+
+  def _fit_range(self, num_examples, range_file):
+    if range_file and tf.io.gfile.exists(range_file):
+      with tf.io.gfile.GFile(range_file, 'rb') as f:
+        saved = np.load(f)
+        return saved['low'], saved['high'], tuple(int(s) for s in saved['shape'])
+    sample = self._load_split('train').take(max(int(num_examples), 1)).batch(64)
+    embeddings = np.concatenate([self.embedding_of(b).numpy() for b in sample])
+    low, high = students.fit_range(embeddings)
+    shape = embeddings.shape[1:]
+    if range_file:
+      _save_npz_atomic(range_file, low=low, high=high, shape=np.asarray(shape))
+    return low, high, tuple(int(s) for s in shape)
+
+  def make_model(self):
+    options = dict(self.model_options, image_channels=self.image_shape[-1])
+    if self.kind == 'student':
+      model = students.build_student(self.image_shape[0], self.embedding_shape, **options)
+      model.get_layer('target_range').set_range(self.range_low, self.range_high)
+    else:
+      model = students.build_synthesis(self.embedding_shape, self.image_shape[0], **options)
+      model.get_layer('input_range').set_range(self.range_low, self.range_high)
+    return model
+
+  def _examples(self, split, input_context):
+    ds = self._load_split(split)
+    if input_context is not None and input_context.num_input_pipelines > 1:
+      ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+    return ds.map(lambda ex: {k: ex[k] for k in _EXAMPLE_KEYS},
+                  num_parallel_calls=tf.data.AUTOTUNE)
+
+  def _with_cached_embeddings(self, ds, split):
+    if not self.cache_targets:
+      return ds
+    ds = ds.batch(64).map(lambda b: dict(b, embedding=self.embedding_of(b))).unbatch()
+    if self.cache_targets == 'memory':
+      return ds.cache()
+    return ds.cache(f'{self.cache_targets}_{self.kind}_{split}')
+
+  def train_dataset(self, batch_size, input_context=None):
+    ds = self._with_cached_embeddings(self._examples('train', input_context), 'train')
+    ds = ds.shuffle(_SHUFFLE_BUFFER).repeat()
+    if self.augment:
+      ds = ds.map(lambda ex: dict(ex, image=augment_image(ex['image'])),
+                  num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+  def eval_dataset(self, batch_size, input_context=None):
+    ds = self._with_cached_embeddings(self._examples('test', input_context), 'test')
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+  def _predict(self, model, batch, training):
+    """(prediction, target) in [0, 1] for a batch."""
+    embedding = batch['embedding'] if 'embedding' in batch else self.embedding_of(batch)
+    if self.kind == 'student':
+      pred = model(batch['image'], training=training)['embedding_unit']
+      return pred, model.get_layer('target_range').to_unit(embedding)
+    return model(embedding, training=training)['image'], batch['image']
+
+  def loss_and_metrics(self, model, batch, training):
+    pred, target = self._predict(model, batch, training)
+    spherical = self.kind == 'student'
+    loss = losses.map_loss(pred, target, self.loss, self.huber_delta, spherical=spherical)
+    return loss, {'relative_error': losses.relative_error(pred, target, spherical=spherical)}
+
+  def image_summaries(self, model, batch, max_images=4):
+    batch = {k: v[:max_images] for k, v in batch.items()}
+    pred, target = self._predict(model, batch, training=False)
+    if self.kind == 'student':
+      return {'input_view': batch['image'],
+              'embedding_pred_vs_target': _tile_channels(pred, target)}
+    return {'synthesised_vs_true_view': tf.concat([pred, target], axis=2)}
+
+  def export(self, model, export_dir):
+    if self.kind == 'student':
+      embedder_export.export_embedder(model, export_dir)
+    else:
+      embedder_export.export_synthesizer(model, export_dir)
+
+
+def build_task(flags_values):
+  """The task of `--model=student|synthesis` from the parsed flags (train.py's entry point)."""
+  f = flags_values
+  if f.npz_dir:
+    load_split = lambda split: load_npz_split(os.path.join(f.npz_dir, f'{split}.npz'))
+  else:
+    from datasets import builders  # pylint: disable=g-import-not-at-top
+    config = training.parse_data_config(f.data_config)
+    load_split = lambda split: builders.load_split(split, f.data_dir, **config)
+  if f.distribution_strategy == 'tpu' and not f.cache_targets:
+    raise ValueError('--distribution_strategy=tpu needs --cache_targets: the teacher (a host '
+                     'SavedModel) cannot run inside a TPU step')
+  if f.synthesis_input == 'student' and not f.student_embedder_dir:
+    raise ValueError('--synthesis_input=student needs --student_embedder_dir')
+  return StudentTask(
+      f.model, load_split, f.tgt_embed_dir, f.tgt_embed_key,
+      model_options=dict(layers_per_block=f.layers_per_block, base_channels=f.base_channels,
+                         max_channels=f.max_channels, n_latent=f.n_latent),
+      loss=f.loss, huber_delta=f.huber_delta, augment=f.augment, cache_targets=f.cache_targets,
+      range_examples=f.target_range_examples,
+      range_file=os.path.join(f.model_dir, 'target_range.npz'),
+      student_embedder_dir=f.student_embedder_dir if f.synthesis_input == 'student' else None)

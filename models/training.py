@@ -1,0 +1,424 @@
+"""The one custom training loop of the project, shared by the teacher, the students and synthesis.
+
+A model is trained by handing a `Task` to `train(task, config, strategy)`. The task knows its data,
+its model and its loss; this module knows distribution, optimisation, checkpoints, summaries and
+evaluation. Keras `model.fit` is not used: it fails under MultiWorkerMirroredStrategy in Keras 3.
+
+The Task interface (subclass `Task`, override what you need):
+
+  make_model() -> keras.Model
+      Called once, inside `strategy.scope()`. The model must be built (functional models are).
+  train_dataset(batch_size, input_context=None) -> tf.data.Dataset
+      Infinite dataset of batches of `batch_size` (the PER-REPLICA batch) example dicts,
+      batched with `drop_remainder=True`. `input_context` is a `tf.distribute.InputContext`
+      (or None) for sharding across input pipelines.
+  eval_dataset(batch_size, input_context=None) -> tf.data.Dataset
+      Finite dataset of batches (the last one may be short) of the evaluation split. In a
+      multi-worker run every worker must yield the same number of batches.
+  loss_and_metrics(model, batch, training) -> (per_example_loss [N], {name: per_example_value [N]})
+      Per-example values, not means: the loop averages them over the GLOBAL batch, so the result
+      does not depend on how many replicas share a batch. Regularisation losses in `model.losses`
+      are added by the loop.
+  image_summaries(model, batch) -> {name: float images [k, H, W, 1 or 3] in [0, 1]}   (optional)
+  export(model, export_dir) -> None                                                  (optional)
+      Called at the end of training with `config.model_dir/export` (on other workers of a
+      multi-worker run, with a temporary directory that is deleted afterwards).
+
+Checkpoints (`tf.train.Checkpoint` of the model and optimizer, the step being the optimizer's
+iteration count) are written every `checkpoint_every` steps and at the end; a rerun with the same
+`model_dir` resumes from the latest one. TensorBoard summaries go to `model_dir/train` and
+`model_dir/eval`.
+"""
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+import time
+
+from absl import logging
+import keras
+import numpy as np
+import tensorflow as tf
+
+STRATEGIES = ('one_device', 'mirrored', 'multi_worker_mirrored', 'tpu')
+
+
+class Task:
+  """Base class of a trainable task; see the module docstring for the contract."""
+
+  name = 'task'
+
+  def make_model(self):
+    raise NotImplementedError(f'{type(self).__name__}.make_model')
+
+  def train_dataset(self, batch_size, input_context=None):
+    raise NotImplementedError(f'{type(self).__name__}.train_dataset')
+
+  def eval_dataset(self, batch_size, input_context=None):
+    raise NotImplementedError(f'{type(self).__name__}.eval_dataset')
+
+  def loss_and_metrics(self, model, batch, training):
+    raise NotImplementedError(f'{type(self).__name__}.loss_and_metrics')
+
+  def image_summaries(self, model, batch):
+    del model, batch
+    return {}
+
+  def export(self, model, export_dir):
+    del model, export_dir
+
+
+@dataclasses.dataclass
+class TrainConfig:
+  """Settings of a training run (train.py fills these from its flags).
+
+  `lr_boundaries` are step numbers; `lr_values` has one more entry than `lr_boundaries`
+  (piecewise-constant learning rate). `momentum` is Adam's beta_1. Cadences are in steps; 0
+  disables.
+  An evaluation also runs at the end. `eval_batches` caps each evaluation (None: the whole eval
+  split).
+  """
+  model_dir: str
+  batch_size: int = 32
+  max_steps: int = 1000
+  lr_boundaries: tuple = ()
+  lr_values: tuple = (1e-3,)
+  momentum: float = 0.9
+  beta_2: float = 0.999
+  adam_epsilon: float = 1e-8
+  checkpoint_every: int = 1000
+  summary_every: int = 100
+  eval_every: int = 0
+  eval_batches: int = None
+  keep_checkpoints: int = 3
+  export: bool = True
+
+  def __post_init__(self):
+    if self.batch_size < 1:
+      raise ValueError(f'--batch_size must be positive, got {self.batch_size}')
+    if self.max_steps < 0:
+      raise ValueError(f'--max_steps must be non-negative, got {self.max_steps}')
+    bounds = [int(b) for b in self.lr_boundaries]
+    if len(self.lr_values) != len(bounds) + 1:
+      raise ValueError(f'--lr_values needs one more entry than --lr_boundaries, got '
+                       f'{len(self.lr_values)} values for {len(bounds)} boundaries')
+    if any(b1 >= b2 for b1, b2 in zip(bounds, bounds[1:])) or any(b < 1 for b in bounds):
+      raise ValueError(f'--lr_boundaries must be positive and increasing, got {bounds}')
+    if any(v <= 0 for v in self.lr_values):
+      raise ValueError(f'--lr_values must be positive, got {list(self.lr_values)}')
+    self.lr_boundaries = tuple(bounds)
+    self.lr_values = tuple(float(v) for v in self.lr_values)
+
+
+def make_strategy(name, tpu=''):
+  """A `tf.distribute.Strategy` by name: one of `STRATEGIES`.
+
+  `one_device` uses the first GPU if any, else the CPU; `mirrored` all local GPUs (or all logical
+  CPUs when there are no GPUs); `multi_worker_mirrored` reads the cluster from TF_CONFIG; `tpu`
+  connects to `tpu` (an address or name, '' for the local one).
+  """
+  if name == 'one_device':
+    gpus = tf.config.list_logical_devices('GPU')
+    return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else '/cpu:0')
+  if name == 'mirrored':
+    gpus = tf.config.list_logical_devices('GPU')
+    devices = [d.name for d in gpus or tf.config.list_logical_devices('CPU')]
+    return tf.distribute.MirroredStrategy(devices)
+  if name == 'multi_worker_mirrored':
+    return tf.distribute.MultiWorkerMirroredStrategy()
+  if name == 'tpu':
+    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
+    tf.config.experimental_connect_to_cluster(resolver)
+    tf.tpu.experimental.initialize_tpu_system(resolver)
+    return tf.distribute.TPUStrategy(resolver)
+  raise ValueError(f'--distribution_strategy must be one of {STRATEGIES}, got {name!r}')
+
+
+def make_optimizer(config):
+  """Adam with a piecewise-constant learning rate over the optimizer's iteration count."""
+  if config.lr_boundaries:
+    lr = keras.optimizers.schedules.PiecewiseConstantDecay(list(config.lr_boundaries),
+                                                           list(config.lr_values))
+  else:
+    lr = config.lr_values[0]
+  return keras.optimizers.Adam(learning_rate=lr, beta_1=config.momentum, beta_2=config.beta_2,
+                               epsilon=config.adam_epsilon)
+
+
+def learning_rate_at(config, step):
+  """The learning rate `make_optimizer(config)` uses at `step` (python float), for summaries."""
+  index = int(np.searchsorted(config.lr_boundaries, step, side='left'))
+  return config.lr_values[index]
+
+
+def _is_chief(strategy):
+  resolver = getattr(strategy, 'cluster_resolver', None)
+  if resolver is None or not resolver.task_type:
+    return True
+  return resolver.task_type == 'chief' or (resolver.task_type == 'worker' and resolver.task_id == 0
+                                           and 'chief' not in resolver.cluster_spec().as_dict())
+
+
+def _checkpoint_dir(model_dir, strategy):
+  """Every worker saves (collective ops need all of them); only the chief's copy is kept."""
+  if _is_chief(strategy):
+    return model_dir
+  resolver = strategy.cluster_resolver
+  return os.path.join(tempfile.gettempdir(),
+                      f'workertemp_{resolver.task_type}_{resolver.task_id}_{os.getpid()}')
+
+
+def _sum_over_replicas(strategy, per_replica):
+  return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
+          for k, v in per_replica.items()}
+
+
+def _means(sums):
+  count = max(float(sums.pop('count')), 1.0)
+  return {k: float(v) / count for k, v in sums.items()}
+
+
+def _per_example_sums(per_example_loss, metrics):
+  sums = {'loss': tf.reduce_sum(per_example_loss)}
+  for name, values in metrics.items():
+    sums[name] = tf.reduce_sum(tf.cast(values, tf.float32))
+  sums['count'] = tf.cast(tf.shape(per_example_loss)[0], tf.float32)
+  return sums
+
+
+class Trainer:
+  """Builds model, optimizer and checkpoint under a strategy, and runs training and evaluation.
+
+  `train(task, config, strategy)` is the usual entry point; the class exists so tests and tools can
+  run single steps (`train_steps`) and evaluations (`evaluate`) on the same state.
+  """
+
+  def __init__(self, task, config, strategy=None):
+    self.task = task
+    self.config = config
+    self.strategy = strategy or tf.distribute.get_strategy()
+    self.is_chief = _is_chief(self.strategy)
+    replicas = self.strategy.num_replicas_in_sync
+    if config.batch_size % replicas:
+      raise ValueError(f'--batch_size={config.batch_size} is not divisible by the '
+                       f'{replicas} replicas of the distribution strategy')
+    self.per_replica_batch = config.batch_size // replicas
+    with self.strategy.scope():
+      self.model = task.make_model()
+      self.optimizer = make_optimizer(config)
+      self.optimizer.build(self.model.trainable_variables)
+      self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer)
+    self.manager = tf.train.CheckpointManager(
+        self.checkpoint, _checkpoint_dir(config.model_dir, self.strategy),
+        max_to_keep=config.keep_checkpoints)
+    self._train_iterator = None
+    self._train_step = self._make_train_step()
+    self._eval_step = self._make_eval_step()
+
+  @property
+  def step(self):
+    return int(self.optimizer.iterations.numpy())
+
+  def restore(self):
+    """Restores the latest checkpoint of `model_dir` if there is one; returns the step reached."""
+    latest = tf.train.latest_checkpoint(self.config.model_dir)
+    if latest:
+      try:
+        self.checkpoint.restore(latest).assert_existing_objects_matched()
+      except (AssertionError, ValueError, tf.errors.OpError) as e:
+        raise ValueError(f'{latest} does not fit the model built from the current flags (was '
+                         f'--model_dir={self.config.model_dir} written with other settings?): '
+                         f'{e}') from None
+      logging.info('restored %s at step %d', latest, self.step)
+    return self.step
+
+  def save(self):
+    path = self.manager.save(checkpoint_number=self.step)
+    if not self.is_chief:
+      shutil.rmtree(os.path.dirname(path), ignore_errors=True)
+    return path
+
+  def _make_train_step(self):
+    task, model, optimizer, strategy = self.task, self.model, self.optimizer, self.strategy
+    global_batch = float(self.config.batch_size)
+
+    def step_fn(batch):
+      with tf.GradientTape() as tape:
+        per_example, metrics = task.loss_and_metrics(model, batch, training=True)
+        loss = tf.reduce_sum(per_example) / global_batch
+        if model.losses:
+          loss += tf.add_n(model.losses) / strategy.num_replicas_in_sync
+      variables = model.trainable_variables
+      grads = tape.gradient(loss, variables)
+      optimizer.apply_gradients(zip(grads, variables))
+      return _per_example_sums(per_example, metrics)
+
+    @tf.function
+    def train_step(iterator):
+      return strategy.run(step_fn, args=(next(iterator),))
+
+    return train_step
+
+  def _make_eval_step(self):
+    task, model, strategy = self.task, self.model, self.strategy
+
+    def step_fn(batch):
+      per_example, metrics = task.loss_and_metrics(model, batch, training=False)
+      return _per_example_sums(per_example, metrics)
+
+    @tf.function
+    def eval_step(batch):
+      return strategy.run(step_fn, args=(batch,))
+
+    return eval_step
+
+  def _train_data(self):
+    if self._train_iterator is None:
+      dataset = self.strategy.distribute_datasets_from_function(
+          lambda ctx: self.task.train_dataset(self.per_replica_batch, ctx))
+      self._train_iterator = iter(dataset)
+    return self._train_iterator
+
+  def train_steps(self, num_steps):
+    """Runs `num_steps` optimisation steps; returns the mean loss and metrics over them."""
+    iterator = self._train_data()
+    totals = {}
+    for _ in range(num_steps):
+      sums = _sum_over_replicas(self.strategy, self._train_step(iterator))
+      for k, v in sums.items():
+        totals[k] = totals.get(k, 0.0) + float(v)
+    return _means(totals) if totals else {}
+
+  def evaluate(self, max_batches=None):
+    """Loss and metrics averaged over the eval split (or its first `max_batches` batches)."""
+    dataset = self.strategy.distribute_datasets_from_function(
+        lambda ctx: self.task.eval_dataset(self.per_replica_batch, ctx))
+    totals = {}
+    for i, batch in enumerate(dataset):
+      if max_batches is not None and i >= max_batches:
+        break
+      sums = _sum_over_replicas(self.strategy, self._eval_step(batch))
+      for k, v in sums.items():
+        totals[k] = totals.get(k, 0.0) + float(v)
+    if not totals:
+      raise ValueError(f'the eval dataset of task {self.task.name!r} is empty')
+    return _means(totals)
+
+  def first_local_batch(self, dataset_fn):
+    """The first batch of `dataset_fn(per_replica_batch, None)`, undistributed (for images)."""
+    return next(iter(dataset_fn(self.per_replica_batch, None)))
+
+
+def _write_scalars(writer, values, step, prefix=''):
+  if writer is None:
+    return
+  with writer.as_default(step=step):
+    for name, value in values.items():
+      tf.summary.scalar(prefix + name, value)
+
+
+def _write_images(writer, images, step):
+  if writer is None or not images:
+    return
+  with writer.as_default(step=step):
+    for name, value in images.items():
+      tf.summary.image(name, tf.clip_by_value(tf.cast(value, tf.float32), 0.0, 1.0),
+                       max_outputs=int(value.shape[0]))
+
+
+def _write_json_atomic(path, payload):
+  tmp = f'{path}.tmp{os.getpid()}'
+  with tf.io.gfile.GFile(tmp, 'w') as f:
+    json.dump(payload, f, indent=2, sort_keys=True)
+  tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
+def train(task, config, strategy=None):
+  """Trains `task` to `config.max_steps`, resuming from `config.model_dir`; returns a summary dict.
+
+  The dict holds `start_step`, `step`, the last training window's means under `train`, the last
+  evaluation under `eval` (empty if none ran) and `images_per_sec`. It is also written to
+  `model_dir/train_result.json` by the chief.
+  """
+  tf.io.gfile.makedirs(config.model_dir)
+  trainer = Trainer(task, config, strategy)
+  start_step = trainer.restore()
+  logging.info('task %s: training from step %d to %d', task.name, start_step, config.max_steps)
+  print(f'start_step={start_step}', flush=True)
+  chief = trainer.is_chief
+  train_writer = tf.summary.create_file_writer(os.path.join(config.model_dir, 'train')) if chief \
+      else None
+  eval_writer = tf.summary.create_file_writer(os.path.join(config.model_dir, 'eval')) if chief \
+      else None
+
+  last_train, last_eval, images_per_sec = {}, {}, 0.0
+  step = start_step
+  eval_step = None
+
+  def run_eval():
+    nonlocal eval_step
+    eval_step = step
+    metrics = trainer.evaluate(config.eval_batches)
+    _write_scalars(eval_writer, metrics, step)
+    if chief:
+      batch = trainer.first_local_batch(task.eval_dataset)
+      _write_images(eval_writer, task.image_summaries(trainer.model, batch), step)
+    logging.info('step %d eval %s', step, metrics)
+    return metrics
+
+  window = max(config.summary_every, 1) if config.summary_every else config.max_steps
+  while step < config.max_steps:
+    # Run up to the next summary, checkpoint or eval boundary, whichever comes first.
+    stops = [config.max_steps, (step // window + 1) * window]
+    for every in (config.checkpoint_every, config.eval_every):
+      if every:
+        stops.append((step // every + 1) * every)
+    num = min(stops) - step
+    start = time.perf_counter()
+    last_train = trainer.train_steps(num)
+    elapsed = time.perf_counter() - start
+    step = trainer.step
+    images_per_sec = num * config.batch_size / max(elapsed, 1e-9)
+    if not np.isfinite(last_train['loss']):
+      raise FloatingPointError(f'task {task.name}: loss is {last_train["loss"]} at step {step}')
+    if config.summary_every and step % config.summary_every == 0 or step == config.max_steps:
+      scalars = dict(last_train, learning_rate=learning_rate_at(config, step - 1),
+                     images_per_sec=images_per_sec)
+      _write_scalars(train_writer, scalars, step)
+      logging.info('step %d train %s (%.1f images/s)', step, last_train, images_per_sec)
+    if config.checkpoint_every and step % config.checkpoint_every == 0:
+      trainer.save()
+    if config.eval_every and step % config.eval_every == 0:
+      last_eval = run_eval()
+
+  if step > start_step and not (config.checkpoint_every and step % config.checkpoint_every == 0):
+    trainer.save()
+  if eval_step != step:
+    last_eval = run_eval()
+  if config.export:
+    # Every worker exports (saving distributed variables may need all of them); only the
+    # chief's export is kept.
+    export_dir = os.path.join(_checkpoint_dir(config.model_dir, trainer.strategy), 'export')
+    task.export(trainer.model, export_dir)
+  if not chief:
+    shutil.rmtree(_checkpoint_dir(config.model_dir, trainer.strategy), ignore_errors=True)
+  for writer in (train_writer, eval_writer):
+    if writer is not None:
+      writer.flush()
+  result = {'start_step': start_step, 'step': step, 'train': last_train, 'eval': last_eval,
+            'images_per_sec': images_per_sec}
+  if chief:
+    _write_json_atomic(os.path.join(config.model_dir, 'train_result.json'), result)
+  return result
+
+
+def parse_data_config(text):
+  """The `--data_config` JSON object (settings of `datasets.builders.load_split`) -> dict."""
+  try:
+    config = json.loads(text or '{}')
+  except json.JSONDecodeError as e:
+    raise ValueError(f'--data_config is not valid JSON ({e}): {text!r}') from None
+  if not isinstance(config, dict):
+    raise ValueError(f'--data_config must be a JSON object, got {text!r}')
+  return config

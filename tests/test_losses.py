@@ -1,0 +1,73 @@
+"""Per-example losses: Huber, l1/l2, area-weighted means on the sphere, relative error."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from geometry import sphere_grid
+from models import losses
+
+RNG = np.random.default_rng(0)
+
+
+def test_huber_matches_the_piecewise_definition():
+  p, t = RNG.normal(size=1000), RNG.normal(size=1000)
+  d = np.abs(p - t)
+  for delta in (0.1, 1.0):
+    expected = np.where(d <= delta, 0.5 * d ** 2, delta * (d - 0.5 * delta))
+    np.testing.assert_allclose(losses.huber(p, t, delta), expected, rtol=1e-12)
+  # Keras' Huber (mean over the last axis) agrees.
+  keras_huber = tf.keras.losses.Huber(delta=0.3, reduction=None)(t[:, None], p[:, None])
+  np.testing.assert_allclose(losses.huber(p, t, 0.3), keras_huber, rtol=1e-5, atol=1e-8)
+  with pytest.raises(ValueError, match='huber_delta'):
+    losses.huber(p, t, 0.0)
+
+
+def test_l1_l2_and_unknown_loss():
+  p, t = RNG.normal(size=50), RNG.normal(size=50)
+  np.testing.assert_allclose(losses.elementwise_loss(p, t, 'l1'), np.abs(p - t))
+  np.testing.assert_allclose(losses.elementwise_loss(p, t, 'l2'), (p - t) ** 2)
+  with pytest.raises(ValueError, match='--loss'):
+    losses.elementwise_loss(p, t, 'l3')
+
+
+@pytest.mark.parametrize('bandwidth', [8, 32])
+def test_sphere_mean_is_the_mean_over_the_sphere(bandwidth):
+  """(1 / 4 pi) int cos^2(beta) dx = 1/3 and int 1 dx / 4 pi = 1, where a plain pixel mean of
+  cos^2 on the grid gives about 1/2."""
+  beta, _ = sphere_grid(bandwidth)
+  n = 2 * bandwidth
+  cos2 = np.broadcast_to((np.cos(beta) ** 2)[:, None, None], (n, n, 2))[None]
+  mean = losses.sphere_mean(tf.constant(cos2)).numpy()
+  np.testing.assert_allclose(mean, [1 / 3], atol=0.5 / bandwidth ** 2)
+  assert abs(cos2.mean() - 0.5) < 0.05
+  np.testing.assert_allclose(losses.sphere_mean(tf.ones([3, n, n, 1], tf.float64)), np.ones(3))
+
+
+def test_sphere_mean_is_invariant_to_longitude_rolls_and_per_example():
+  x = RNG.uniform(size=(3, 16, 16, 2))
+  mean = losses.sphere_mean(tf.constant(x)).numpy()
+  np.testing.assert_allclose(losses.sphere_mean(tf.constant(np.roll(x, 5, axis=2))), mean)
+  np.testing.assert_allclose(losses.sphere_mean(tf.constant(x[1:2])), mean[1:2])
+  with pytest.raises(ValueError, match='2B, 2B'):
+    losses.sphere_mean(tf.zeros([2, 8, 4, 1]))
+
+
+def test_map_loss_weights_equator_over_poles():
+  """An error at the equator costs more than the same error at a pole (sin(beta) weights)."""
+  t = np.zeros((1, 16, 16, 1))
+  pole, equator = t.copy(), t.copy()
+  pole[0, 0] = 1.0
+  equator[0, 8] = 1.0
+  assert (losses.map_loss(equator, t, 'l1').numpy() > 5 * losses.map_loss(pole, t, 'l1').numpy())
+  np.testing.assert_allclose(losses.map_loss(equator, t, 'l1', spherical=False),
+                             losses.map_loss(pole, t, 'l1', spherical=False))
+
+
+def test_relative_error():
+  p = RNG.uniform(0.1, 1, size=(2, 8, 8, 3))
+  np.testing.assert_allclose(losses.relative_error(p, p), [0, 0], atol=1e-12)
+  np.testing.assert_allclose(losses.relative_error(p, np.zeros_like(p)), [1, 1], atol=1e-5)
+  np.testing.assert_allclose(losses.relative_error(p, 3 * p, spherical=False), [0.5, 0.5],
+                             rtol=1e-5)
+  q = RNG.uniform(size=p.shape)
+  np.testing.assert_allclose(losses.relative_error(p, q), losses.relative_error(q, p))

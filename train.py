@@ -1,0 +1,114 @@
+"""Trains the teacher, a student or the synthesis model with the shared custom training loop.
+
+  python train.py --model=teacher|student|synthesis --model_dir=DIR [task flags] [shared flags]
+
+`--model` picks the task module (`models.teacher_task` for the teacher, `models.student_task` for
+the student and synthesis models); its `build_task(FLAGS)` returns a `models.training.Task`, and
+`models.training.train` runs it. The task module is imported before the flags are parsed, so its
+task-specific flags are accepted on the command line; the flags here are shared by every task.
+Rerunning with the same `--model_dir` resumes from its latest checkpoint.
+"""
+import importlib
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from models import training
+
+TASK_MODULES = {
+    'teacher': 'models.teacher_task',
+    'student': 'models.student_task',
+    'synthesis': 'models.student_task',
+}
+
+FLAGS = flags.FLAGS
+flags.DEFINE_enum('model', None, list(TASK_MODULES), 'What to train.')
+flags.DEFINE_string('model_dir', None, 'Checkpoints, summaries and exports go here.')
+flags.DEFINE_string('data_dir', None, 'Where the data set was built (datasets.builders).')
+flags.DEFINE_string('data_config', '{}',
+                    'JSON object of data set settings passed to datasets.builders.load_split, '
+                    'e.g. \'{"bandwidth": 16, "image_size": 32}\'.')
+flags.DEFINE_integer('batch_size', 32, 'Global batch size (over all replicas).')
+flags.DEFINE_integer('max_steps', 10000, 'Train until this many steps (a resumed run counts on).')
+flags.DEFINE_list('lr_boundaries', [], 'Steps at which the learning rate changes.')
+flags.DEFINE_list('lr_values', ['1e-3'], 'Learning rates: one more than --lr_boundaries.')
+flags.DEFINE_float('momentum', 0.9, "Adam's beta_1.")
+flags.DEFINE_float('adam_epsilon', 1e-8, "Adam's epsilon.")
+flags.DEFINE_enum('distribution_strategy', 'one_device', training.STRATEGIES,
+                  'tf.distribute strategy.')
+flags.DEFINE_string('tpu', '', 'TPU address or name for --distribution_strategy=tpu.')
+flags.DEFINE_integer('logical_cpu_devices', 0,
+                     'Split the CPU into this many logical devices (for testing the mirrored '
+                     'strategy without GPUs); 0 leaves it alone.')
+flags.DEFINE_integer('checkpoint_every', 1000, 'Steps between checkpoints.')
+flags.DEFINE_integer('summary_every', 100, 'Steps between TensorBoard scalar summaries.')
+flags.DEFINE_integer('eval_every', 0,
+                     'Steps between evaluations on the test split (one always runs at the end).')
+flags.DEFINE_integer('eval_batches', 0, 'Batches per evaluation (0: the whole test split).')
+flags.DEFINE_bool('export', True, 'Export the trained model to MODEL_DIR/export at the end.')
+flags.mark_flags_as_required(['model', 'model_dir'])
+
+
+def requested_model(argv):
+  """The value of --model in `argv` (before absl parses it), or None."""
+  for i, arg in enumerate(argv[1:], start=1):
+    if arg.startswith('--model='):
+      return arg.split('=', 1)[1]
+    if arg == '--model' and i + 1 < len(argv):
+      return argv[i + 1]
+  return None
+
+
+def import_task_module(model):
+  """Imports the task module of `model` (defining its flags); a clear error if it is missing."""
+  if model not in TASK_MODULES:
+    raise app.UsageError(f'--model must be one of {sorted(TASK_MODULES)}, got {model!r}')
+  name = TASK_MODULES[model]
+  try:
+    return importlib.import_module(name)
+  except ModuleNotFoundError as e:
+    if e.name == name:
+      raise app.UsageError(f'--model={model} needs the module {name}, which is not installed '
+                           'in this checkout') from None
+    raise
+
+
+def _configure_logical_cpus(count):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  cpus = tf.config.list_physical_devices('CPU')
+  tf.config.set_logical_device_configuration(
+      cpus[0], [tf.config.LogicalDeviceConfiguration() for _ in range(count)])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  if FLAGS.logical_cpu_devices:
+    _configure_logical_cpus(FLAGS.logical_cpu_devices)
+  # The strategy first: multi-worker strategies must exist before any other TensorFlow op.
+  strategy = training.make_strategy(FLAGS.distribution_strategy, FLAGS.tpu)
+  module = import_task_module(FLAGS.model)
+  task = module.build_task(FLAGS)
+  try:
+    lr_values = [float(v) for v in FLAGS.lr_values]
+    lr_boundaries = [int(b) for b in FLAGS.lr_boundaries]
+  except ValueError as e:
+    raise app.UsageError(f'--lr_values/--lr_boundaries: {e}') from None
+  config = training.TrainConfig(
+      model_dir=FLAGS.model_dir, batch_size=FLAGS.batch_size, max_steps=FLAGS.max_steps,
+      lr_boundaries=lr_boundaries, lr_values=lr_values, momentum=FLAGS.momentum,
+      adam_epsilon=FLAGS.adam_epsilon, checkpoint_every=FLAGS.checkpoint_every,
+      summary_every=FLAGS.summary_every, eval_every=FLAGS.eval_every,
+      eval_batches=FLAGS.eval_batches or None, export=FLAGS.export)
+  result = training.train(task, config, strategy)
+  logging.info('done: %s', result)
+  print(f"final_step={result['step']}", flush=True)
+
+
+if __name__ == '__main__':
+  _model = requested_model(sys.argv)
+  if _model in TASK_MODULES:
+    import_task_module(_model)
+  app.run(main)
