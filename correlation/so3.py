@@ -66,8 +66,9 @@ class _ContractionPlan:
   Pairs `(m, n)`, `|m| < B`, `0 <= n < B`, have flat index `(m + B - 1) * B + n` and level
   `max(|m|, n)`, the first degree where `d^l_{mn}` is not zero. Pairs are sorted by level and cut into
   a few buckets of consecutive levels (one matrix product each: few, large products run faster than
-  one per level, at the price of some zeros); bucket i covers degrees `l >= first_level[i]` and its
+  one per level, at the price of some zeros); a bucket covers degrees `l >= first_level` and its
   table is `d^l_{mn}(beta_j)`, `[pairs, B' (j < B', northern half), B - first_level]`.
+  `mirror_signs [B (l), B (n)]` is the `(-1)^(l - n)` of the reflection `beta -> pi - beta`.
   """
 
   def __init__(self, bandwidth, grid_bandwidth, dtype, num_buckets=8):
@@ -76,26 +77,22 @@ class _ContractionPlan:
     m, n = m.ravel(), n.ravel()
     level = np.maximum(np.abs(m), n)
     order = np.lexsort((m, n, level))          # sorted by level, ties in a fixed order
-    m, n, level = m[order], n[order], level[order]
+    level = level[order]
     self.gather_pairs = order                 # sorted position -> flat pair index
     self.scatter_pairs = np.argsort(order)    # flat pair index -> sorted position
     beta, _ = grids.sphere_grid(gb)
     with tf.init_scope():  # eager even when first asked for inside a tf.function
-      d = np.concatenate([wigner.wigner_d(b, beta[i:min(i + 16, gb)], m, n).numpy()
+      d = np.concatenate([wigner.wigner_d(b, beta[i:min(i + 16, gb)], m[order], n[order]).numpy()
                           for i in range(0, gb, 16)], axis=0)              # [B', l, pairs]
     edges = np.unique(np.round(np.linspace(0, b, min(num_buckets, b) + 1)).astype(int))
     self.buckets = []  # (first pair, number of pairs, first level)
-    self.tables, self.mirror_signs, self.mirrors = [], [], []
+    self.tables = []
     for lo, hi in zip(edges[:-1], edges[1:]):
       rows = np.flatnonzero((level >= lo) & (level < hi))
-      start, size = int(rows[0]), len(rows)
-      self.buckets.append((start, size, int(lo)))
-      self.tables.append(np.ascontiguousarray(
-          np.transpose(d[:, lo:, rows], (2, 0, 1))).astype(dtype))
-      # The reflection beta -> pi - beta maps (m, n) to (-m, n) with the sign (-1)^(l - n).
-      self.mirror_signs.append(((-1.0) ** (np.arange(lo, b)[None, :] - n[rows][:, None])).astype(dtype))
-      local = {(mi, ni): i for i, (mi, ni) in enumerate(zip(m[rows], n[rows]))}
-      self.mirrors.append(np.array([local[(-mi, ni)] for mi, ni in zip(m[rows], n[rows])]))
+      self.buckets.append((int(rows[0]), len(rows), int(lo)))
+      self.tables.append(np.ascontiguousarray(np.transpose(d[:, lo:, rows], (2, 0, 1))).astype(dtype))
+    l = np.arange(b)
+    self.mirror_signs = ((-1.0) ** (l[:, None] - l[None, :])).astype(dtype)
     self.table_bytes = sum(t.nbytes for t in self.tables)
 
 
@@ -106,28 +103,30 @@ def contraction_plan(bandwidth, grid_bandwidth, dtype):
 
 
 def _contract(spectrum, plan, grid_bandwidth):
-  """`S_{mn}(beta_j) = sum_l d^l_{mn}(beta_j) X^l_{mn}`: `[N, B, 2B-1, B]` -> `[N, 2B' (j), 2B-1, B]`."""
+  """`S_{mn}(beta_j) = sum_l d^l_{mn}(beta_j) X^l_{mn}`: `[N, B, 2B-1, B]` -> `[N, 2B' (j), 2B-1, B]`.
+
+  The tables hold the northern half `j < B'`. The southern half follows from
+  `S_{mn}(pi - beta) = sum_l d^l_{-m,n}(beta) (-1)^(l-n) X^l_{mn}`: the same tables applied to the
+  spectrum with m reversed and signed, whose result is then reversed in m and in j.
+  """
   b_max = spectrum.shape[-1]
   gb = grid_bandwidth
   real_dtype = spectrum.dtype.real_dtype
-  pairs = tf.reshape(tf.transpose(spectrum, [2, 3, 1, 0]), [(2 * b_max - 1) * b_max, b_max, -1])
-  pairs = tf.gather(pairs, plan.gather_pairs)                               # [P (sorted), l, N]
+  batch = tf.shape(spectrum)[0]
+  mirrored = tf.reverse(spectrum, axis=[2]) * tf.cast(plan.mirror_signs[:, None, :], spectrum.dtype)
+  columns = tf.concat([tf.math.real(spectrum), tf.math.imag(spectrum),
+                       tf.math.real(mirrored), tf.math.imag(mirrored)], axis=0)  # [4N, l, m, n]
+  pairs = tf.reshape(tf.transpose(columns, [2, 3, 1, 0]), [(2 * b_max - 1) * b_max, b_max, -1])
+  pairs = tf.gather(pairs, plan.gather_pairs)                               # [P (sorted), l, 4N]
   outputs = []
-  for (start, size, first_level), table, signs, mirror in zip(
-      plan.buckets, plan.tables, plan.mirror_signs, plan.mirrors):
-    block = pairs[start:start + size, first_level:, :]                      # [pk, l, N]
-    mirrored = tf.gather(block, mirror) * tf.cast(signs[:, :, None], block.dtype)
-    stacked = tf.concat([tf.math.real(block), tf.math.imag(block),
-                         tf.math.real(mirrored), tf.math.imag(mirrored)], axis=-1)
-    out = tf.matmul(tf.constant(table, real_dtype), stacked)               # [pk, B', 4N]
-    north_re, north_im, south_re, south_im = tf.split(out, 4, axis=-1)
-    north = tf.complex(north_re, north_im)
-    # Row p of the mirrored product is S at beta = pi - beta_j for the pair mirror(p).
-    south = tf.gather(tf.complex(south_re, south_im), mirror)
-    outputs.append(tf.concat([north, tf.reverse(south, axis=[1])], axis=1))  # [pk, 2B', N]
-  flat = tf.gather(tf.concat(outputs, axis=0), plan.scatter_pairs)           # [P, 2B', N]
-  flat = tf.reshape(flat, [2 * b_max - 1, b_max, 2 * gb, -1])
-  return tf.transpose(flat, [3, 2, 0, 1])
+  for (start, size, first_level), table in zip(plan.buckets, plan.tables):
+    block = pairs[start:start + size, first_level:, :]
+    outputs.append(tf.matmul(tf.constant(table, real_dtype), block))        # [pk, B', 4N]
+  flat = tf.gather(tf.concat(outputs, axis=0), plan.scatter_pairs)           # [P, B', 4N]
+  flat = tf.transpose(tf.reshape(flat, [2 * b_max - 1, b_max, gb, 4, batch]), [3, 4, 2, 0, 1])
+  north = tf.complex(flat[0], flat[1])                                      # [N, j, m, n]
+  south = tf.reverse(tf.complex(flat[2], flat[3]), axis=[1, 2])
+  return tf.concat([north, south], axis=1)
 
 
 def volume_from_spectrum(spectrum, grid_bandwidth=None):
