@@ -1,13 +1,24 @@
 """The main job: every stage of the project, from the data set to the results, in order.
 
-  python main.py --output_dir=./output                       # the bundled procedural shapes
-  python main.py --mesh_dir=../shared/data/meshes/modelnet   # a ModelNet-style mesh folder
+  python main.py                                             # the bundled procedural shapes
+  python main.py --mesh_dir=../shared/data/meshes/psb --test_per_category=1   # a mesh folder
+  python main.py --preset=tiny --output_dir=/tmp/out         # seconds-scale smoke run
 
 Stages (each skipped when its outputs are complete, unless --force):
   dataset         build the TFDS data set (views + spherical maps) into --data_dir
   contact_sheets  one PNG per category in --output_dir: views and spherical maps of a few instances
-At the end a summary table (examples per split and category, failed meshes, build rate) is
-printed. Later issues add teacher training, student training and evaluation as further stages.
+  teacher         train.py --model=teacher; exports the TF-Hub module to teacher/export
+  student         train.py --model=student (image -> teacher embedding); embedder in student/export
+  synthesis       train.py --model=synthesis (teacher embedding -> view); synthesis/export
+  embeddings      evaluate.py export: student and teacher embeddings of the test split
+  relative_pose   evaluate.py align: target and fmap modes, same and different instances, with and
+                  without upsampling; eval/results.csv and error CDF plots
+  view_synthesis  evaluate.py synthesis: L1, PSNR, SSIM and image grids in eval/
+  results         results.md: the tables above plus the models' test metrics
+Settings come from --preset (pipeline/presets.py: tiny, default, paper); flags override single
+values. The training and evaluation stages run as subprocesses (logs in <output_dir>/logs/) and
+print progress lines (step, steps/s, ETA); a killed run resumes from the last checkpoint. At the
+end the data set summary and results.md are printed.
 """
 import dataclasses
 import os
@@ -23,6 +34,8 @@ import tensorflow_datasets as tfds
 from datasets import builders
 from datasets import contact_sheet
 from datasets import raycast
+from pipeline import presets
+from pipeline import stages as pipeline_stages
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('output_dir', './output', 'Folder of every output of the job.')
@@ -32,13 +45,21 @@ flags.DEFINE_string('mesh_dir', None, 'Folder of meshes (<category>/[train|test/
                     'use instead of the bundled procedural shapes.')
 flags.DEFINE_enum('source', None, builders.SOURCES, 'Mesh source; default: folder with '
                   '--mesh_dir, else procedural.')
-flags.DEFINE_integer('views_per_instance', 8, 'Random views per shape instance.')
-flags.DEFINE_integer('instances_per_category', 20, 'Procedural shapes per category.')
+flags.DEFINE_enum('preset', 'default', list(presets.PRESETS),
+                  'Settings of every stage (pipeline/presets.py); the flags below override them.')
+flags.DEFINE_integer('views_per_instance', None, 'Random views per shape instance (preset).')
+flags.DEFINE_integer('instances_per_category', None, 'Procedural shapes per category (preset).')
 flags.DEFINE_integer('test_per_category', None, 'Exactly this many test instances per category '
                      '(e.g. 1: train on two instances per class, test on the third) instead of '
                      'a test fraction; folders with train/test sub-folders keep their split.')
-flags.DEFINE_integer('bandwidth', 32, 'Bandwidth B of the spherical maps (2B x 2B).')
-flags.DEFINE_integer('image_size', 64, 'Views are image_size x image_size pixels.')
+flags.DEFINE_integer('bandwidth', None, 'Bandwidth B of the spherical maps (2B x 2B; preset).')
+flags.DEFINE_integer('image_size', None, 'Views are image_size x image_size pixels (preset).')
+flags.DEFINE_integer('teacher_steps', None, 'Training steps of the teacher (preset).')
+flags.DEFINE_integer('student_steps', None, 'Training steps of the student (preset).')
+flags.DEFINE_integer('synthesis_steps', None, 'Training steps of the synthesis model (preset).')
+flags.DEFINE_integer('teacher_batch_size', None, 'Batch size of the teacher (preset).')
+flags.DEFINE_integer('student_batch_size', None,
+                     'Batch size of the student and synthesis models (preset).')
 flags.DEFINE_integer('sheet_instances', 4, 'Instances per contact sheet.')
 flags.DEFINE_list('stages', None, 'Stages to run (default: all), in pipeline order.')
 flags.DEFINE_bool('force', False, 'Redo the stages even when their outputs are complete.')
@@ -52,6 +73,8 @@ class Job:
   dataset: dict  # keyword arguments of builders.make_builder
   sheet_instances: int = 4
   force: bool = False
+  preset_name: str = 'default'
+  settings: dict = dataclasses.field(default_factory=lambda: presets.resolve('default'))
   build_seconds: Optional[float] = None
   _builder: Optional[builders.EquivariantShapes] = dataclasses.field(default=None, repr=False)
 
@@ -121,6 +144,14 @@ def sheets_complete(job):
 STAGES = (
     Stage('dataset', build_dataset, dataset_complete),
     Stage('contact_sheets', write_sheets, sheets_complete),
+    Stage('teacher', *pipeline_stages.training_stage_functions('teacher')),
+    Stage('student', *pipeline_stages.training_stage_functions('student')),
+    Stage('synthesis', *pipeline_stages.training_stage_functions('synthesis')),
+    Stage('embeddings', pipeline_stages.run_export, pipeline_stages.export_complete),
+    Stage('relative_pose', pipeline_stages.run_align, pipeline_stages.align_complete),
+    Stage('view_synthesis', pipeline_stages.run_view_synthesis,
+          pipeline_stages.view_synthesis_complete),
+    Stage('results', pipeline_stages.run_results, pipeline_stages.results_complete),
 )
 
 
@@ -130,18 +161,26 @@ def run_stages(job, names=None):
   unknown = sorted(set(names or ()) - set(known))
   if unknown:
     raise ValueError(f'--stages: unknown stages {unknown}; the stages are {known}')
+  job_start = time.time()
   for stage in STAGES:
     if names and stage.name not in names:
       continue
     if not job.force and stage.is_complete(job):
-      logging.info('Stage %s: outputs complete, skipped (--force redoes it)', stage.name)
+      _status(f'Stage {stage.name}: outputs complete, skipped (--force redoes it)')
       continue
-    logging.info('Stage %s: running', stage.name)
+    _status(f'Stage {stage.name}: running')
     start = time.time()
     stage.run(job)
     if not stage.is_complete(job):
       raise RuntimeError(f'Stage {stage.name} finished but its outputs are incomplete')
-    logging.info('Stage %s: done in %.1f s', stage.name, time.time() - start)
+    _status(f'Stage {stage.name}: done in {pipeline_stages.runner.format_seconds(time.time() - start)}'
+            f' (pipeline {pipeline_stages.runner.format_seconds(time.time() - job_start)})')
+
+
+def _status(text):
+  """A one-line stage status, on stdout (with the progress lines) and in the log."""
+  print(f'== {text}', flush=True)
+  logging.info(text)
 
 
 def summary_table(job):
@@ -175,24 +214,33 @@ def summary_table(job):
 
 def job_from_flags():
   source = FLAGS.source or ('folder' if FLAGS.mesh_dir else 'procedural')
+  try:
+    settings = presets.resolve(FLAGS.preset, {
+        k: FLAGS[k].value for k in ('views_per_instance', 'instances_per_category', 'bandwidth',
+                                    'image_size', 'teacher_steps', 'student_steps',
+                                    'synthesis_steps', 'teacher_batch_size',
+                                    'student_batch_size')})
+  except ValueError as e:
+    raise app.UsageError(str(e)) from e
   if FLAGS.mesh_dir and not os.path.isdir(FLAGS.mesh_dir):
     raise app.UsageError(f'--mesh_dir={FLAGS.mesh_dir}: no such folder')
   if source != 'procedural' and not FLAGS.mesh_dir:
     raise app.UsageError(f'--source={source} needs --mesh_dir')
   dataset = dict(source=source, mesh_dir=FLAGS.mesh_dir,
-                 views_per_instance=FLAGS.views_per_instance, bandwidth=FLAGS.bandwidth,
-                 image_size=FLAGS.image_size)
+                 views_per_instance=settings['views_per_instance'],
+                 bandwidth=settings['bandwidth'], image_size=settings['image_size'])
   if FLAGS.test_per_category is not None:
     dataset['test_per_category'] = FLAGS.test_per_category
   if source == 'procedural':
-    dataset['instances_per_category'] = FLAGS.instances_per_category
+    dataset['instances_per_category'] = settings['instances_per_category']
   try:
     builders.make_config(**dataset)
   except ValueError as e:
     raise app.UsageError(str(e)) from e
   return Job(output_dir=FLAGS.output_dir,
              data_dir=FLAGS.data_dir or os.path.join(FLAGS.output_dir, 'tensorflow_datasets'),
-             dataset=dataset, sheet_instances=FLAGS.sheet_instances, force=FLAGS.force)
+             dataset=dataset, sheet_instances=FLAGS.sheet_instances, force=FLAGS.force,
+             preset_name=FLAGS.preset, settings=settings)
 
 
 def main(argv):
@@ -202,6 +250,10 @@ def main(argv):
   os.makedirs(job.output_dir, exist_ok=True)
   run_stages(job, FLAGS.stages)
   print(summary_table(job))
+  results = os.path.join(job.output_dir, pipeline_stages.RESULTS_MD)
+  if pipeline_stages.results_complete(job):
+    with open(results) as f:
+      print('\n' + f.read())
   sys.stdout.flush()
 
 

@@ -7,7 +7,8 @@ Usage:
 Each config is `B:C:N`: bandwidth, channels, pairs per call. Both implementations run the same SHTs;
 the baseline then contracts a dense Wigner-d table `[2B, B, 2B-1, 2B-1]` (all orders, no symmetry, one
 einsum) and takes a complex 2-D FFT, as a first implementation would. Times are the best of `reps`
-calls (the machine is shared; the best is the least disturbed), in milliseconds, after warm-up.
+calls (the machine is shared; the best is the least disturbed), in milliseconds, after warm-up;
+`CPU ms/pair` is the process CPU time of that call (all threads), steadier under contention.
 `first call` is the cost of the first call of a fresh configuration: table build plus tracing (and XLA
 compilation). Prints a Markdown table; the baseline's volume is checked against ours.
 """
@@ -50,13 +51,17 @@ def baseline_correlate(f, g, table):
 
 
 def best_time_ms(fn, args, reps):
-  fn(*args)  # warm-up
+  """(wall, process CPU) milliseconds of the fastest of `reps` calls, after a warm-up call.
+
+  On a shared machine the CPU time (summed over threads) is the steadier of the two.
+  """
+  fn(*args)
   times = []
   for _ in range(reps):
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     fn(*args).numpy()
-    times.append(time.perf_counter() - start)
-  return 1e3 * min(times)
+    times.append((time.perf_counter() - start, time.process_time() - start_cpu))
+  return tuple(1e3 * t for t in min(times))
 
 
 def first_call_s(fn, args):
@@ -84,7 +89,6 @@ def run_config(bandwidth, channels, pairs, reps, with_baseline):
     rows.append((label, best_time_ms(fn, (f, g), reps), first))
   table_mb = (so3.contraction_plan(bandwidth, bandwidth, 'float32').table_bytes +
               sum(t.nbytes for t in legendre.analysis_tables(bandwidth, 'float32'))) / 2**20
-  ours = rows[-1][1]
   baseline = None
   if with_baseline:
     start = time.perf_counter()
@@ -98,11 +102,13 @@ def run_config(bandwidth, channels, pairs, reps, with_baseline):
       raise AssertionError(f'baseline and correlate disagree: relative error {error:.2e}')
     baseline = best_time_ms(fn, (f, g), reps)
     rows.append(('baseline (dense table), XLA', baseline, first))
+    baseline_mb = table.shape.num_elements() * 4 / 2**20
   lines = []
-  for label, ms, first in rows:
-    ratio = f'{baseline / ms:.1f}x' if baseline else '-'
+  for label, (ms, cpu_ms), first in rows:
+    ratio = f'{baseline[0] / ms:.1f}x' if baseline else '-'
+    mb = table_mb if label.startswith('ours') else baseline_mb
     lines.append(f'| {bandwidth} | {channels} | {pairs} | {label} | {ms:.2f} | {ms / pairs:.3f} | '
-                 f'{ratio} | {first:.1f} | {table_mb if "ours" in label else table.shape.num_elements() * 4 / 2**20:.1f} |')
+                 f'{cpu_ms / pairs:.3f} | {ratio} | {first:.1f} | {mb:.1f} |')
   return lines
 
 
@@ -118,9 +124,9 @@ def main():
   except (ValueError, AssertionError):
     parser.error(f'--configs must be a comma-separated list of B:C:N, got {args.configs!r}')
   print(f'TensorFlow {tf.__version__}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}')
-  print('| B | C | pairs | implementation | ms/call | ms/pair | speed-up vs baseline | first call (s) '
-        '| table MB |')
-  print('|---|---|---|---|---|---|---|---|---|')
+  print('| B | C | pairs | implementation | ms/call | ms/pair | CPU ms/pair | speed-up vs baseline '
+        '| first call (s) | table MB |')
+  print('|---|---|---|---|---|---|---|---|---|---|')
   for bandwidth, channels, pairs in configs:
     for line in run_config(bandwidth, channels, pairs, args.reps,
                            bandwidth <= args.baseline_max_bandwidth):

@@ -206,10 +206,19 @@ def clear_tensorflow_caches():
         value.cache_clear()
 
 
-def run_local(args, bandwidth, channels, check, workdir):
-  """Times numpy and TF here; returns (rows, numpy SHT seconds per pair by batch)."""
-  f0, g0, r0 = check
-  reference = numpy_so3.correlate(f0, g0)
+def prepare_case(bandwidth, channels, workdir):
+  """The check pair of one case, its numpy volume, and the file the peers read it from."""
+  f0, g0, r0 = check_pair(bandwidth, channels)
+  check_file = os.path.join(workdir, f'check_B{bandwidth}_C{channels}.npz')
+  np.savez(check_file, f=f0, g=g0, f_coeffs=numpy_so3.sht_forward(f0),
+           g_coeffs=numpy_so3.sht_forward(g0))
+  case = {'bandwidth': bandwidth, 'channels': channels, 'check_npz': check_file}
+  return case, (f0, g0, r0, numpy_so3.correlate(f0, g0))
+
+
+def run_local(args, bandwidth, channels, check):
+  """Times numpy and TF here: (rows, numpy's SHT seconds per pair by batch)."""
+  f0, g0, r0, reference = check
   rows, sht_per_pair = [], {}
   rng = np.random.default_rng(0)
   tf_jit = tf.function(lambda f, g: correlation.correlate(f, g), jit_compile=True)
@@ -245,10 +254,7 @@ def run_local(args, bandwidth, channels, check, workdir):
     for row in rows:
       if row['peer'] == peer:
         row.update(table_bytes=table, argmax_error_deg=error, max_rel_diff=difference)
-  check_file = os.path.join(workdir, f'check_B{bandwidth}_C{channels}.npz')
-  np.savez(check_file, f=f0, g=g0, f_coeffs=numpy_so3.sht_forward(f0),
-           g_coeffs=numpy_so3.sht_forward(g0))
-  return rows, sht_per_pair, reference, check_file
+  return rows, sht_per_pair
 
 
 def run_worker(args, peer, cases, workdir):
@@ -277,22 +283,15 @@ def run(args):
 
 
 def _run_in(args, workdir):
-  rows, cases, references, sht_times = [], [], {}, {}
+  cases, checks = [], {}
   for bandwidth in args.bandwidths:
     for channels in args.channels:
-      check = check_pair(bandwidth, channels)
-      local, sht_per_pair, reference, check_file = run_local(args, bandwidth, channels, check,
-                                                              workdir)
-      rows += local
-      references[bandwidth, channels] = (reference, check[2])
-      sht_times[bandwidth, channels] = sht_per_pair
-      cases.append({'bandwidth': bandwidth, 'channels': channels, 'batches': args.batches,
-                    'check_npz': check_file})
-      print(f'# B={bandwidth} C={channels}: numpy and TF done', file=sys.stderr, flush=True)
-  failures = {}
-  bench_python_ok = os.path.exists(args.bench_python)
+      case, checks[bandwidth, channels] = prepare_case(bandwidth, channels, workdir)
+      cases.append(dict(case, batches=args.batches))
+  # The peers first, while this process is small: TF keeps the memory of its largest batch.
+  failures, peer_results = {}, []
   for peer in [p for p in WORKER_PEERS if p in args.peers]:
-    if not bench_python_ok:
+    if not os.path.exists(args.bench_python):
       failures[peer] = f'no interpreter at --bench_python={args.bench_python}'
       continue
     peer_cases = [dict(c, volume_out=os.path.join(
@@ -301,25 +300,30 @@ def _run_in(args, workdir):
     if error:
       failures[peer] = error
     for result, case in zip(results, peer_cases):
-      b, c = result['bandwidth'], result['channels']
-      reference, r0 = references[b, c]
-      out = np.load(case['volume_out'])
-      argmax_error, difference = judge(out['volume'], (out['alpha'], out['beta'], out['gamma']),
-                                       reference, r0)
-      for position, (batch, timing) in enumerate(result['batches'].items()):
-        batch = int(batch)
-        per_pair = timing['per_pair_s']
-        setup = result['setup_s'] if position == 0 else 0.0  # tables are built once per case
-        note = ''
-        if peer.startswith('pysofft'):  # it starts from coefficients: add numpy's transform time
-          note = f'SO(3) part {1e3 * per_pair:.3g} ms + numpy SHT'
-          per_pair += sht_times[b, c][batch]
-        rows.append({'peer': peer, 'bandwidth': b, 'channels': c, 'batch': batch,
-                     'per_pair_s': per_pair, 'first_call_s': setup + timing['first_call_s'],
-                     'repeats': timing['repeats'],
-                     'table_bytes': result['table_bytes'], 'argmax_error_deg': argmax_error,
-                     'max_rel_diff': difference, 'note': note})
+      saved = np.load(case['volume_out'])
+      f0, g0, r0, reference = checks[result['bandwidth'], result['channels']]
+      peer_results.append((peer, result, judge(
+          saved['volume'], (saved['alpha'], saved['beta'], saved['gamma']), reference, r0)))
     print(f'# {peer} done', file=sys.stderr, flush=True)
+  rows, sht_times = [], {}
+  for (bandwidth, channels), check in checks.items():
+    local, sht_times[bandwidth, channels] = run_local(args, bandwidth, channels, check)
+    rows += local
+    print(f'# B={bandwidth} C={channels}: numpy and TF done', file=sys.stderr, flush=True)
+  for peer, result, (argmax_error, difference) in peer_results:
+    b, c = result['bandwidth'], result['channels']
+    for position, (batch, timing) in enumerate(result['batches'].items()):
+      batch = int(batch)
+      per_pair = timing['per_pair_s']
+      setup = result['setup_s'] if position == 0 else 0.0  # tables are built once per case
+      note = ''
+      if peer.startswith('pysofft'):  # it starts from coefficients: add numpy's transform time
+        note = f'SO(3) part {1e3 * per_pair:.3g} ms + numpy SHT'
+        per_pair += sht_times[b, c][batch]
+      rows.append({'peer': peer, 'bandwidth': b, 'channels': c, 'batch': batch,
+                   'per_pair_s': per_pair, 'first_call_s': setup + timing['first_call_s'],
+                   'repeats': timing['repeats'], 'table_bytes': result['table_bytes'],
+                   'argmax_error_deg': argmax_error, 'max_rel_diff': difference, 'note': note})
   return rows, failures
 
 

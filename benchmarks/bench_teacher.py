@@ -28,7 +28,8 @@ flags.DEFINE_list('batch_sizes', ['16', '32'], 'Batch sizes to time.')
 flags.DEFINE_integer('steps', 5, 'Timed training steps per batch size.')
 flags.DEFINE_integer('num_classes', 10, 'Classes of the classifier.')
 flags.DEFINE_bool('jit_compile', False, 'Compile the training step with XLA.')
-flags.DEFINE_bool('profile_layers', False, 'Also time the parts of one convolution per block shape.')
+flags.DEFINE_bool('profile_layers', False,
+                  'Also time the parts of one convolution per block shape.')
 FLAGS = flags.FLAGS
 
 
@@ -79,11 +80,11 @@ def profile_layers(bandwidth, batch_size, steps):
     b_out = layer.output_bandwidth
     coeffs = sht.forward(maps)[:, :b_out, :b_out]
     filters = layer.degree_filters()
+    filtered = spherical_layers.spectral_filter(coeffs, filters)
     parts = {
         'forward': tf.function(lambda: sht.forward(maps)),
         'filter': tf.function(lambda: spherical_layers.spectral_filter(coeffs, filters)),
-        'inverse': tf.function(lambda: sht.inverse(coeffs[..., :c_out] if c_out <= c_in else
-                                                   tf.tile(coeffs, [1, 1, 1, c_out // c_in]))),
+        'inverse': tf.function(lambda: sht.inverse(filtered)),
         'layer': tf.function(lambda: layer(maps)),
     }
     ms = {k: 1e3 * time_call(lambda f=f: f().numpy(), steps) for k, f in parts.items()}

@@ -13,6 +13,7 @@ inf where there is no second peak) flags symmetric objects (close to 1) versus c
 import numpy as np
 import tensorflow as tf
 
+from correlation import sht
 from correlation import so3
 from correlation import wigner
 from geometry import rotations
@@ -92,21 +93,20 @@ def refine_peaks(spectrum, rotation, iterations=8):
   return tf.matmul(frame, rotations.euler_zyz_to_matrix(angles)), value
 
 
-def _flatten_batch(spectrum):
-  batch_shape = tf.shape(spectrum)[:-3]
-  return tf.reshape(spectrum, tf.concat([[-1], tf.shape(spectrum)[-3:]], 0)), batch_shape
-
-
 def align(f, g, upsample=1, refine=True, normalize=False):
   """Rotation `R` `[..., 3, 3]` with `g ~= R . f` for maps `[..., 2B, 2B, C]` (argmax of the correlation)."""
   upsample = so3._check_upsample(upsample)
-  spectrum, batch_shape = _flatten_batch(so3.spectra(f, g, normalize))
-  b_max = spectrum.shape[-1]
-  grid_bandwidth = upsample * b_max
-  volume = so3.volume_from_spectrum(spectrum, grid_bandwidth)
-  best = tf.argmax(tf.reshape(volume, [tf.shape(volume)[0], -1]), axis=-1)
-  rotation = rotations.euler_zyz_to_matrix(
-      _grid_angles(best, grid_bandwidth, spectrum.dtype.real_dtype))
+  f = sht._check_map(f, 'correlation.align (f)')
+  grid_bandwidth = upsample * f.shape[-3] // 2
+  spectrum_dtype = tf.complex128 if f.dtype == tf.float64 else tf.complex64
+
+  def grid_peak(a, b):
+    spectrum = so3.spectra(a, b, normalize)
+    volume = so3.volume_from_spectrum(spectrum, grid_bandwidth)
+    return spectrum, tf.argmax(tf.reshape(volume, [tf.shape(volume)[0], -1]), axis=-1)
+
+  (spectrum, best), batch_shape = so3.map_pairs(grid_peak, f, g, (spectrum_dtype, tf.int64))
+  rotation = rotations.euler_zyz_to_matrix(_grid_angles(best, grid_bandwidth, f.dtype))
   if refine:
     rotation, _ = refine_peaks(spectrum, rotation)
   return tf.reshape(rotation, tf.concat([batch_shape, [3, 3]], 0))
@@ -129,17 +129,25 @@ def align_top_k(f, g, k=3, upsample=1, refine=True, normalize=False, min_separat
   if int(k) != k or k < 1:
     raise ValueError(f'align_top_k: k must be a positive integer, got {k!r}')
   upsample = so3._check_upsample(upsample)
-  spectrum, batch_shape = _flatten_batch(so3.spectra(f, g, normalize))
-  b_max = spectrum.shape[-1]
-  real_dtype = spectrum.dtype.real_dtype
+  f = sht._check_map(f, 'correlation.align_top_k (f)')
+  b_max = f.shape[-3] // 2
+  real_dtype = f.dtype
   grid_bandwidth = upsample * b_max
   separation = 4 * 180.0 / b_max if min_separation_deg is None else float(min_separation_deg)
-  volume = so3.volume_from_spectrum(spectrum, grid_bandwidth)
-  batch = tf.shape(volume)[0]
   minus_inf = tf.constant(-np.inf, real_dtype)
-  peaks = tf.reshape(tf.where(_local_maxima(volume), volume, minus_inf), [batch, -1])
   num_candidates = min(max(16 * k, 64), (2 * grid_bandwidth)**3)
-  values, index = tf.math.top_k(peaks, num_candidates)
+
+  def grid_peaks(a, b):
+    spectrum = so3.spectra(a, b, normalize)
+    volume = so3.volume_from_spectrum(spectrum, grid_bandwidth)
+    peaks = tf.where(_local_maxima(volume), volume, minus_inf)
+    values, index = tf.math.top_k(tf.reshape(peaks, [tf.shape(peaks)[0], -1]), num_candidates)
+    return spectrum, values, index
+
+  spectrum_dtype = tf.complex128 if real_dtype == tf.float64 else tf.complex64
+  (spectrum, values, index), batch_shape = so3.map_pairs(
+      grid_peaks, f, g, (spectrum_dtype, real_dtype, tf.int32))
+  batch = tf.shape(values)[0]
   candidates = rotations.euler_zyz_to_matrix(_grid_angles(index, grid_bandwidth, real_dtype))
   num_peaks = max(int(k), 2)  # the confidence needs a second peak
   chosen, scores = [], []

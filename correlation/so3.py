@@ -161,17 +161,56 @@ def volume_from_spectrum(spectrum, grid_bandwidth=None):
   return tf.reshape(volume, tf.concat([batch_shape, [2 * gb] * 3], 0))
 
 
-def spectra(f, g, normalize=False):
-  """Forward SHTs of two map batches and their cross-spectrum `[..., B, 2B-1, B]` (broadcast)."""
+def _check_pair(f, g):
   f = sht._check_map(f, 'correlation.correlate (f)')
   g = sht._check_map(g, 'correlation.correlate (g)')
   if f.shape[-3:] != g.shape[-3:]:
     raise ValueError(f'correlate: f {f.shape} and g {g.shape} must have the same [2B, 2B, C]')
-  g = tf.cast(g, f.dtype)
+  return f, tf.cast(g, f.dtype)
+
+
+def spectra(f, g, normalize=False):
+  """Forward SHTs of two map batches and their cross-spectrum `[..., B, 2B-1, B]` (broadcast)."""
+  f, g = _check_pair(f, g)
   f_coeffs, g_coeffs = sht.forward(f), sht.forward(g)
   if normalize:
     f_coeffs, g_coeffs = normalize_coefficients(f_coeffs), normalize_coefficients(g_coeffs)
   return cross_spectrum(f_coeffs, g_coeffs)
+
+
+# Pairs per step of `map_pairs`. A correlation volume is 1 MB at B = 32; a few pairs at a time stay in
+# cache, where one large batch spills every stage to memory: at B = 32, C = 32 a batch of 64 ran
+# about 6 times faster (XLA, 2 cores) in steps of 1-4 pairs than in one step.
+PAIRS_PER_STEP = 4
+
+
+def map_pairs(fn, f, g, output_dtypes, pairs_per_step=PAIRS_PER_STEP):
+  """`fn(f_step, g_step)` over steps of a few pairs, for maps `[..., 2B, 2B, C]` (leading dims broadcast).
+
+  Args:
+    fn: maps `[n, 2B, 2B, C]` twice -> a tuple of tensors with leading dimension n.
+    f, g: maps (checked, g cast to f's dtype).
+    output_dtypes: tuple of the dtypes of fn's outputs.
+    pairs_per_step: pairs per call of fn.
+  Returns:
+    (tuple of fn's outputs, concatenated over all pairs `[N, ...]`; the leading shape to restore).
+  """
+  f, g = _check_pair(f, g)
+  batch_shape = tf.broadcast_dynamic_shape(tf.shape(f)[:-3], tf.shape(g)[:-3])
+  f = tf.reshape(tf.broadcast_to(f, tf.concat([batch_shape, tf.shape(f)[-3:]], 0)),
+                 [-1] + f.shape[-3:].as_list())
+  g = tf.reshape(tf.broadcast_to(g, tf.concat([batch_shape, tf.shape(g)[-3:]], 0)),
+                 [-1] + g.shape[-3:].as_list())
+  count = f.shape[0]
+  step = pairs_per_step if count is None else max(1, min(pairs_per_step, count))
+  count = tf.shape(f)[0]
+  padded = (count + step - 1) // step * step  # zero maps fill the last step; their results are cut
+  pad = [[0, padded - count], [0, 0], [0, 0], [0, 0]]
+  to_steps = lambda x: tf.reshape(tf.pad(x, pad), [-1, step] + x.shape[1:].as_list())
+  outputs = tf.map_fn(lambda pair: tuple(fn(*pair)), (to_steps(f), to_steps(g)),
+                      fn_output_signature=tuple(output_dtypes), parallel_iterations=1)
+  outputs = tuple(tf.reshape(o, tf.concat([[padded], tf.shape(o)[2:]], 0))[:count] for o in outputs)
+  return outputs, batch_shape
 
 
 def _check_upsample(upsample):
@@ -187,8 +226,12 @@ def correlate(f, g, upsample=1, normalize=False):
   `geometry.so3_grid(B')`; see the module docstring for `normalize`. Leading dimensions broadcast.
   """
   upsample = _check_upsample(upsample)
-  spectrum = spectra(f, g, normalize)
-  return volume_from_spectrum(spectrum, upsample * spectrum.shape[-1])
+  f = sht._check_map(f, 'correlation.correlate (f)')
+  grid_bandwidth = upsample * f.shape[-3] // 2
+  (volume,), batch_shape = map_pairs(
+      lambda a, b: (volume_from_spectrum(spectra(a, b, normalize), grid_bandwidth),), f, g,
+      (f.dtype,))
+  return tf.reshape(volume, tf.concat([batch_shape, [2 * grid_bandwidth] * 3], 0))
 
 
 def evaluate(spectrum, angles):

@@ -8,7 +8,8 @@ of the reusable SavedModel API (https://www.tensorflow.org/hub/reusable_saved_mo
   training mode batch norm uses and updates batch statistics);
 - `obj.variables`, `obj.trainable_variables`: lists of `tf.Variable`;
 - `obj.regularization_losses`: list of argument-free functions returning scalar losses;
-- `obj.signatures['serving_default']`: the same dict for inference, input keyword `input_name`;
+- `obj.signatures['serving_default']`: the same dict for inference; its input keyword is the
+  name of the export's `input_spec` (`spheres` for the teacher);
 - `obj.config_json`: a string `tf.Variable` with the JSON description given at export (the students
   read the teacher's bandwidth and default embedding from it).
 

@@ -65,7 +65,7 @@ def filter_interpolation_matrix(bandwidth, n_filter_params):
 
 @functools.lru_cache(maxsize=None)
 def convolution_degree_factors(bandwidth):
-  """`2 pi sqrt(4 pi / (2l + 1))` for `l = 0..B-1`, float64 `[B]`: the spectral convolution theorem."""
+  """`2 pi sqrt(4 pi / (2l + 1))` for `l = 0..B-1`, float64 `[B]` (spectral convolution theorem)."""
   degrees = np.arange(int(bandwidth))
   factors = 2 * np.pi * np.sqrt(4 * np.pi / (2 * degrees + 1))
   factors.flags.writeable = False
@@ -87,17 +87,6 @@ def spectral_filter(coeffs, filters):
   real = tf.einsum('nlmi,lio->nlmo', tf.math.real(coeffs), filters)
   imag = tf.einsum('nlmi,lio->nlmo', tf.math.imag(coeffs), filters)
   return tf.complex(real, imag)
-
-
-def _warm_transform_tables(bandwidth, output_bandwidth):
-  """Runs both transforms once eagerly so that their cached tables exist before any tracing.
-
-  correlation.legendre builds its tables with TensorFlow ops and `.numpy()`, which fails when the
-  first call happens inside a `tf.function`; `tf.init_scope` lifts this call out of any graph.
-  """
-  with tf.init_scope():
-    sht.forward(tf.zeros([1, 2 * bandwidth, 2 * bandwidth, 1]))
-    sht.inverse(tf.zeros([1, output_bandwidth, output_bandwidth, 1], tf.complex64))
 
 
 class SphericalConv(keras.layers.Layer):
@@ -144,7 +133,6 @@ class SphericalConv(keras.layers.Layer):
     degree_matrix = (filter_interpolation_matrix(b, p) *
                      convolution_degree_factors(b)[:, None])[:b_out]
     self._degree_matrix = degree_matrix.astype(np.float32)
-    _warm_transform_tables(b, b_out)
 
   def degree_filters(self):
     """The filter of every output degree, float32 `[B', C_in, filters]` (conv factor included)."""

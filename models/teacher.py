@@ -26,6 +26,12 @@ correlation of bandwidth-16 maps has a 32^3 grid (11.25 degree steps before upsa
 bandwidth-8 and -4 blocks would give 22.5 and 45 degree steps. Block 4 is the deeper of the two
 bandwidth-16 blocks (more abstract features, easier for an image student to predict than
 the bandwidth-32 maps that mostly copy the input geometry, and 4x cheaper to correlate).
+
+Equivariance, measured on a teacher trained for 480 steps on the procedural default (test shapes,
+three random rotations): the relative difference `|teacher(sphere(R . mesh)) - R . teacher(sphere(
+mesh))|` (per-channel means removed) is 0.16 for block4 and 0.16-0.26 for every block, against ~1.44
+for an unrelated rotation; the input spheres themselves differ by 0.41 (ray-cast maps are not
+band-limited), the logits by 0.07 (predicted classes identical).
 """
 import keras
 import tensorflow as tf

@@ -13,8 +13,9 @@ Loss: softmax cross-entropy of `logits`, plus `teacher_aux_loss_weight` times th
 (the original's extra loss on the last branch). Metrics: `accuracy`, `cross_entropy`.
 
 The original schedule over 48 epochs: learning rate 1e-3, then 2e-4 from epoch 32 and 4e-5 from
-epoch 40; with E steps per epoch: `--max_steps=48E --lr_boundaries=32E,40E --lr_values=1e-3,2e-4,4e-5`
-(e.g. E=80 for the procedural default, 1280 training examples, at `--batch_size=16`).
+epoch 40; with E steps per epoch:
+`--max_steps=48E --lr_boundaries=32E,40E --lr_values=1e-3,2e-4,4e-5` (e.g. E=80 for the procedural
+default, 1280 training examples, at `--batch_size=16`).
 """
 from absl import flags
 import tensorflow as tf
@@ -137,7 +138,7 @@ def model_options_from_flags(flag_values):
 
 
 def build_task(flag_values):
-  """The TeacherTask of train.py's flags: `--data_dir`, `--data_config` and the `teacher_*` flags."""
+  """The TeacherTask of train.py's flags `--data_dir`, `--data_config` and the `teacher_*` flags."""
   # Imported here: the data builders pull in TFDS, which the model code does not need.
   import json  # pylint: disable=g-import-not-at-top
   from datasets import builders  # pylint: disable=g-import-not-at-top

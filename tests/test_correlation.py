@@ -118,3 +118,16 @@ def test_rejects_mismatched_maps_and_bad_upsample():
     correlation.correlate(np.zeros((16, 16, 2)), np.zeros((16, 16, 3)))
   with pytest.raises(ValueError, match='upsample'):
     correlation.correlate(np.zeros((16, 16, 2)), np.zeros((16, 16, 2)), upsample=0)
+
+
+def test_batches_in_steps_of_a_few_pairs_match_single_pairs():
+  b = 8
+  f = np.stack([band_limited_map(b, seed=s) for s in range(5)])
+  g = np.stack([band_limited_map(b, seed=10 + s) for s in range(5)])
+  singles = np.stack([correlation.correlate(f[i], g[i]).numpy() for i in range(5)])
+  # 5 pairs run as steps of 4 (the last one padded); also with an unknown batch size in a graph.
+  np.testing.assert_allclose(correlation.correlate(f, g).numpy(), singles, atol=1e-12)
+  dynamic = tf.function(correlation.correlate,
+                        input_signature=[tf.TensorSpec([None, 16, 16, 2], tf.float64)] * 2)
+  np.testing.assert_allclose(dynamic(f, g).numpy(), singles, atol=1e-12)
+  np.testing.assert_allclose(dynamic(f[:1], g[:1]).numpy(), singles[:1], atol=1e-12)

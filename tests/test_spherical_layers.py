@@ -16,7 +16,7 @@ from models import spherical_layers
 
 
 def random_coefficients(rng, bandwidth, channels):
-  """Random coefficients of a real map: complex `[B (l), B (m >= 0), C]`, zero for m > l, real at m=0."""
+  """Random coefficients of a real map, complex `[B (l), B (m >= 0), C]`, zero for m > l."""
   c = rng.standard_normal((bandwidth, bandwidth, channels)) + 1j * rng.standard_normal(
       (bandwidth, bandwidth, channels))
   c[:, 0, :] = c[:, 0, :].real
@@ -52,7 +52,7 @@ def rotated_grid_points(bandwidth, rotation):
 
 
 def zonal_filter_values(h, cos_angle):
-  """Zonal filter with spectrum `h [B, ...]` (the `h_l^0`) at `cos_angle [...]` -> `[cos..., ...]`."""
+  """Zonal filter of spectrum `h [B, ...]` (the `h_l^0`) at `cos_angle [...]` -> `[cos..., ...]`."""
   b = h.shape[0]
   out = 0
   for l in range(b):
@@ -172,7 +172,7 @@ def test_conv_is_equivariant_to_arbitrary_rotations():
 
 
 def _fit_coefficients(maps, b):
-  """Least-squares coefficients `[B, B, C]` of a band-limited real map `[2B, 2B, C]` (scipy basis)."""
+  """Least-squares coefficients `[B, B, C]` of a band-limited real map `[2B, 2B, C]` (scipy)."""
   points = grid_points(b).reshape(-1, 3)
   beta = np.arccos(np.clip(points[:, 2], -1, 1))
   alpha = np.arctan2(points[:, 1], points[:, 0])

@@ -1,0 +1,95 @@
+"""Named settings of the whole pipeline (`main.py --preset=NAME`); flags override single values.
+
+  tiny     seconds-scale, for tests: B=8 spheres, 16 px views, a handful of steps, tiny models.
+  default  the bundled procedural shapes in under 60 minutes on a 2-core CPU (the README command).
+  paper    the GPU settings of the paper's scale: 64 px views, B=32 spheres, the original teacher
+           (two branches, 16..128 filters, embedding block4) trained 48 epochs with the original
+           learning-rate drops; larger students. Documented here, never run in tests.
+
+Every preset is a flat dict with the keys of `KEYS`. Learning-rate drops are given as fractions
+of the run (`*_lr_drops`), so changing the number of steps keeps the schedule's shape; the
+teacher's default (1e-3, then 2e-4 at 2/3 and 4e-5 at 5/6 of the steps) is the original's
+32/48 and 40/48 epochs.
+"""
+
+ORIGINAL_LR = (1e-3, 2e-4, 4e-5)
+ORIGINAL_DROPS = (32 / 48, 40 / 48)
+
+_COMMON = dict(
+    views_per_instance=8,
+    teacher_filters=(16, 16, 32, 32, 64, 64, 128, 128),
+    teacher_pool_blocks=(3, 5, 7),
+    teacher_embedding_block='block4',
+    teacher_lr=ORIGINAL_LR, teacher_lr_drops=ORIGINAL_DROPS,
+    student_lr=ORIGINAL_LR, student_lr_drops=ORIGINAL_DROPS,
+    synthesis_lr=ORIGINAL_LR, synthesis_lr_drops=ORIGINAL_DROPS,
+    layers_per_block=2,
+    upsample=(1, 2),
+    eval_max_pairs=2000,  # per pair kind: all same-instance pairs of the default, sampled diff
+)
+
+PRESETS = {
+    'tiny': dict(
+        _COMMON,
+        instances_per_category=5, views_per_instance=2, bandwidth=8, image_size=16,
+        teacher_filters=(4, 4, 8, 8), teacher_pool_blocks=(3,), teacher_embedding_block='block2',
+        teacher_steps=4, teacher_batch_size=8,
+        student_steps=4, synthesis_steps=4, student_batch_size=8,
+        base_channels=8, max_channels=16, n_latent=16, layers_per_block=1,
+        checkpoint_every=2, summary_every=2,
+        eval_max_pairs=50,
+    ),
+    'default': dict(
+        _COMMON,
+        instances_per_category=20, views_per_instance=8, bandwidth=16, image_size=32,
+        teacher_filters=(16, 16, 32, 32, 64, 64), teacher_pool_blocks=(4, 6),
+        teacher_embedding_block='block3',
+        teacher_steps=1500, teacher_batch_size=16,
+        student_steps=3000, synthesis_steps=1500, student_batch_size=16,
+        base_channels=16, max_channels=128, n_latent=256, layers_per_block=1,
+        checkpoint_every=100, summary_every=25,
+    ),
+    'paper': dict(
+        _COMMON,
+        instances_per_category=100, views_per_instance=32, bandwidth=32, image_size=64,
+        # 2000 shapes x 32 views * 0.8 = 51200 training spheres, batch 32: 1600 steps per epoch.
+        teacher_steps=48 * 1600, teacher_batch_size=32,
+        student_steps=100000, synthesis_steps=100000, student_batch_size=32,
+        base_channels=64, max_channels=512, n_latent=1024, layers_per_block=2,
+        checkpoint_every=1000, summary_every=100,
+    ),
+}
+
+KEYS = tuple(sorted(PRESETS['default']))
+
+
+def resolve(name, overrides=None):
+  """The settings of preset `name` with `overrides` (a dict; None values are ignored) applied.
+
+  Raises:
+    ValueError naming the preset or the unknown key.
+  """
+  if name not in PRESETS:
+    raise ValueError(f'--preset must be one of {sorted(PRESETS)}, got {name!r}')
+  settings = dict(PRESETS[name])
+  for key, value in (overrides or {}).items():
+    if key not in settings:
+      raise ValueError(f'unknown setting {key!r}; the settings are {list(KEYS)}')
+    if value is not None:
+      settings[key] = value
+  return settings
+
+
+def lr_schedule(values, drops, steps):
+  """(`--lr_boundaries`, `--lr_values`) for `steps` steps: `values[i+1]` from `drops[i] * steps`.
+
+  Drops that round to the same step, to step 0 or to the end are left out (a tiny run keeps the
+  first learning rate).
+  """
+  boundaries, kept = [], [values[0]]
+  for fraction, value in zip(drops, values[1:]):
+    step = int(round(fraction * steps))
+    if 0 < step < steps and (not boundaries or step > boundaries[-1]):
+      boundaries.append(step)
+      kept.append(value)
+  return boundaries, kept

@@ -1,0 +1,331 @@
+"""The training and evaluation stages of main.py, each a subprocess of train.py or evaluate.py.
+
+Folders under the job's output_dir:
+  teacher/, student/, synthesis/   train.py model_dirs (checkpoints, TensorBoard, export/)
+  eval/                            embeddings of the test split, results CSVs, error CDF plots,
+                                   view-synthesis image grids
+  logs/<stage>.log                 the full output of every program a stage ran
+  stages/<stage>.json              stage records (pipeline.runner)
+  results.md                       the final table
+
+Every stage's settings are its program's flags plus the finishing times of the stages it uses, so
+a redone upstream stage makes the later ones run again. Training resumes from the model_dir's
+checkpoint after a kill (train.py does it); a model_dir of other settings is cleared first.
+"""
+import json
+import os
+import re
+import shutil
+import time
+
+import numpy as np
+
+from evaluation import results as results_lib
+from evaluation.files import atomic_write_text
+from pipeline import presets
+from pipeline import runner
+
+EMBEDDINGS = 'test_embeddings'
+ALIGN_CSV = 'results.csv'
+SYNTHESIS_CSV = 'synthesis_results.csv'
+RESULTS_MD = 'results.md'
+# Goals of the main job on the default's test split (unseen instances).
+GOAL_TARGET_MEDIAN_DEG = 5.0
+GOAL_FMAP_SAME_MEDIAN_DEG = 15.0
+
+
+def path(job, *parts):
+  return os.path.join(job.output_dir, *parts)
+
+
+def _log(job, stage):
+  return path(job, 'logs', f'{stage}.log')
+
+
+def _record_time(job, stage):
+  record = runner.read_record(job.output_dir, stage)
+  return record.get('time') if record and record.get('status') == 'done' else None
+
+
+def _dataset_stamp(job):
+  builder = job.builder()
+  info = os.path.join(builder.data_dir, 'dataset_info.json')
+  return [builder.data_dir, os.path.getmtime(info) if os.path.exists(info) else None]
+
+
+def _data_config(job):
+  """The data set settings (datasets.builders.make_builder keywords), None values left out."""
+  return {k: v for k, v in sorted(job.dataset.items()) if v is not None}
+
+
+def _join(values):
+  return ','.join(str(v) for v in values)
+
+
+# Training stages.
+
+def train_args(job, model):
+  """train.py's flags for `model` (teacher, student or synthesis) under the job's settings."""
+  s = job.settings
+  kind = 'teacher' if model == 'teacher' else model
+  steps = s[f'{kind}_steps']
+  batch = s['teacher_batch_size'] if model == 'teacher' else s['student_batch_size']
+  boundaries, values = presets.lr_schedule(s[f'{kind}_lr'], s[f'{kind}_lr_drops'], steps)
+  args = ['train.py', f'--model={model}', f'--model_dir={path(job, model)}',
+          f'--data_dir={job.data_dir}', f'--data_config={json.dumps(_data_config(job))}',
+          f'--batch_size={batch}', f'--max_steps={steps}',
+          f'--lr_boundaries={_join(boundaries)}', f'--lr_values={_join(values)}',
+          f'--checkpoint_every={s["checkpoint_every"]}', f'--summary_every={s["summary_every"]}']
+  if model == 'teacher':
+    args += [f'--teacher_filters={_join(s["teacher_filters"])}',
+             f'--teacher_pool_blocks={_join(s["teacher_pool_blocks"])}',
+             f'--teacher_embedding_block={s["teacher_embedding_block"]}']
+  else:
+    args += [f'--tgt_embed_dir={path(job, "teacher", "export")}',
+             f'--base_channels={s["base_channels"]}', f'--max_channels={s["max_channels"]}',
+             f'--n_latent={s["n_latent"]}', f'--layers_per_block={s["layers_per_block"]}',
+             '--cache_targets=memory']
+  return args
+
+
+def _train_settings(job, model):
+  upstream = ({'dataset': _dataset_stamp(job)} if model == 'teacher'
+              else {'teacher': _record_time(job, 'teacher')})
+  return {'args': train_args(job, model), 'upstream': upstream}
+
+
+def _train_outputs(job, model):
+  return [path(job, model, 'export', 'saved_model.pb'), path(job, model, 'train_result.json')]
+
+
+def _verify_training(job, model):
+  """Raises RuntimeError unless training reached its steps and the export loads."""
+  with open(path(job, model, 'train_result.json')) as f:
+    result = json.load(f)
+  steps = job.settings['teacher_steps' if model == 'teacher' else f'{model}_steps']
+  if result.get('step') != steps:
+    raise RuntimeError(f'stage {model}: training stopped at step {result.get("step")} of {steps}')
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top  (heavy; only when verifying)
+  export = path(job, model, 'export')
+  try:
+    loaded = tf.saved_model.load(export)
+  except Exception as e:  # pylint: disable=broad-except  (any failure means unusable)
+    raise RuntimeError(f'stage {model}: the export {export} does not load: {e}') from e
+  del loaded
+
+
+def _run_recorded(job, stage, settings, outputs, work, folder=None):
+  """Runs `work()` under the stage record protocol (see pipeline.runner); `folder` is cleared
+  when it holds work of other settings or --force is on."""
+  if folder and os.path.isdir(folder) and (
+      job.force or runner.has_other_settings(job.output_dir, stage, settings)):
+    print(f'[{stage}] clearing {folder} (other settings or --force)', flush=True)
+    shutil.rmtree(folder)
+  runner.write_record(job.output_dir, stage, settings, outputs, 'running')
+  work()
+  missing = [p for p in outputs if not os.path.exists(p)]
+  if missing:
+    raise RuntimeError(f'stage {stage}: finished without writing {missing}')
+  runner.write_record(job.output_dir, stage, settings, outputs, 'done')
+
+
+def training_stage_functions(model):
+  """(run, is_complete) of the training stage of `model`."""
+
+  def run(job):
+    settings = _train_settings(job, model)
+    args = settings['args']
+    progress = runner.TrainingProgress(model, job.settings[
+        'teacher_steps' if model == 'teacher' else f'{model}_steps'])
+
+    def work():
+      runner.run_program(model, args, _log(job, model), show=progress.line)
+      _verify_training(job, model)
+
+    _run_recorded(job, model, settings, _train_outputs(job, model), work, path(job, model))
+
+  def is_complete(job):
+    return runner.is_done(job.output_dir, model, _train_settings(job, model))
+
+  return run, is_complete
+
+
+# Evaluation stages.
+
+def _show_eval(line):
+  return line if line.startswith(('|', 'wrote ')) else None
+
+
+def _embeddings_path(job):
+  return path(job, 'eval', f'{EMBEDDINGS}.npz')
+
+
+def _export_settings(job):
+  config = [f'{k}={v}' for k, v in _data_config(job).items()]
+  args = ['evaluate.py', 'export', f'--embedder={path(job, "student", "export")}',
+          f'--teacher={path(job, "teacher", "export")}', f'--data_dir={job.data_dir}',
+          '--split=test', f'--dataset_config={_join(config)}', '--include_images',
+          f'--output={_embeddings_path(job)}', '--progress=false']
+  return {'args': args, 'upstream': {s: _record_time(job, s) for s in ('teacher', 'student')}
+          | {'dataset': _dataset_stamp(job)}}
+
+
+def run_export(job):
+  settings = _export_settings(job)
+  _run_recorded(job, 'embeddings', settings, [_embeddings_path(job)], lambda: runner.run_program(
+      'embeddings', settings['args'], _log(job, 'embeddings'), show=_show_eval))
+
+
+def export_complete(job):
+  return runner.is_done(job.output_dir, 'embeddings', _export_settings(job))
+
+
+def pair_kinds(embeddings_file):
+  """['same', 'diff'] when some class has two instances in the file, else ['same']."""
+  with np.load(embeddings_file) as data:
+    instance, label = data['instance'], data['label'] if 'label' in data else None
+  if label is None:
+    return ['same']
+  per_label = {}
+  for i, l in zip(instance.tolist(), label.tolist()):
+    per_label.setdefault(l, set()).add(i)
+  return ['same', 'diff'] if any(len(v) > 1 for v in per_label.values()) else ['same']
+
+
+def _eval_upstream(job, *stages):
+  return {s: _record_time(job, s) for s in stages}
+
+
+def _align_settings(job):
+  return {'upsample': list(job.settings['upsample']), 'max_pairs': job.settings['eval_max_pairs'],
+          'upstream': _eval_upstream(job, 'embeddings')}
+
+
+def _align_outputs(job):
+  names = [_run_name(u) for u in job.settings['upsample']]
+  return [path(job, 'eval', ALIGN_CSV)] + [path(job, 'eval', f'{n}.cdf.png') for n in names]
+
+
+def _run_name(upsample):
+  return EMBEDDINGS + (f'+up{upsample}' if upsample != 1 else '')
+
+
+def run_align(job):
+  settings = _align_settings(job)
+  csv = path(job, 'eval', ALIGN_CSV)
+
+  def work():
+    if os.path.exists(csv):  # this stage owns the table: a rerun starts it afresh
+      os.remove(csv)
+    kinds = pair_kinds(_embeddings_path(job))
+    for upsample in settings['upsample']:
+      runner.run_program('relative_pose', [
+          'evaluate.py', f'--embeddings={_embeddings_path(job)}', f'--pairs={_join(kinds)}',
+          '--mode=target,fmap', f'--upsample={upsample}', f'--max_pairs={settings["max_pairs"]}',
+          f'--results_csv={csv}', '--progress=false'], _log(job, 'relative_pose'),
+          show=_show_eval)
+
+  _run_recorded(job, 'relative_pose', settings, _align_outputs(job), work)
+
+
+def align_complete(job):
+  return runner.is_done(job.output_dir, 'relative_pose', _align_settings(job))
+
+
+def _synthesis_settings(job):
+  return {'max_pairs': job.settings['eval_max_pairs'],
+          'upstream': _eval_upstream(job, 'embeddings', 'synthesis')}
+
+
+def run_view_synthesis(job):
+  settings = _synthesis_settings(job)
+  csv = path(job, 'eval', SYNTHESIS_CSV)
+  kinds = pair_kinds(_embeddings_path(job))
+  grids = [path(job, 'eval', f'{EMBEDDINGS}.{m}.{k}.grid.png') for m in ('target', 'fmap')
+           for k in kinds]
+
+  def work():
+    if os.path.exists(csv):
+      os.remove(csv)
+    runner.run_program('view_synthesis', [
+        'evaluate.py', 'synthesis', f'--embeddings={_embeddings_path(job)}',
+        f'--synthesizer={path(job, "synthesis", "export")}', '--mode=target,fmap',
+        f'--pairs={_join(kinds)}', f'--max_pairs={settings["max_pairs"]}',
+        f'--results_csv={csv}'], _log(job, 'view_synthesis'), show=_show_eval)
+
+  _run_recorded(job, 'view_synthesis', settings, [csv] + grids, work)
+
+
+def view_synthesis_complete(job):
+  return runner.is_done(job.output_dir, 'view_synthesis', _synthesis_settings(job))
+
+
+# The results table.
+
+def _train_result(job, model):
+  with open(path(job, model, 'train_result.json')) as f:
+    return json.load(f)
+
+
+def _upsample_of(name):
+  match = re.search(r'\+up(\d+)', name)
+  return int(match.group(1)) if match else 1
+
+
+def _median(rows, mode, pairs):
+  values = [float(r['median_deg']) for r in rows if r['mode'] == mode and r['pairs'] == pairs]
+  return min(values) if values else None
+
+
+def results_markdown(job):
+  """The final results as markdown: relative pose, view synthesis, the models' test metrics."""
+  align_rows = results_lib.read_rows(path(job, 'eval', ALIGN_CSV))
+  synthesis_rows = results_lib.read_rows(path(job, 'eval', SYNTHESIS_CSV))
+  for row in align_rows:
+    row['upsample'] = _upsample_of(row['name'])
+  lines = [f'# Results ({job.preset_name} preset, test split: unseen instances)', '',
+           f'Data: {json.dumps(_data_config(job))}', '',
+           '## Relative pose (angular error in degrees)', '',
+           results_lib.markdown_table(
+               align_rows, ('mode', 'pairs', 'upsample', 'n', 'median_deg', 'mean_deg', 'acc10',
+                            'acc30')), '',
+           '## View synthesis (rotated embedding of view 1, decoded, against view 2)', '',
+           results_lib.markdown_table(synthesis_rows,
+                                      ('mode', 'pairs', 'n', 'l1', 'psnr_db', 'ssim')), '',
+           '## Models (test split)', '',
+           '| model | steps | metric | value |', '|---|---|---|---|']
+  for model, metric in (('teacher', 'accuracy'), ('student', 'relative_error'),
+                        ('synthesis', 'relative_error')):
+    result = _train_result(job, model)
+    value = result.get('eval', {}).get(metric)
+    lines.append(f'| {model} | {result.get("step")} | {metric} | '
+                 f'{"n/a" if value is None else f"{value:.4f}"} |')
+  target, fmap = _median(align_rows, 'target', 'same'), _median(align_rows, 'fmap', 'same')
+  lines += ['', '## Goals (best over upsampling)', '',
+            _goal('target-mode same-instance median', target, GOAL_TARGET_MEDIAN_DEG),
+            _goal('fmap-mode same-instance median', fmap, GOAL_FMAP_SAME_MEDIAN_DEG), '']
+  return '\n'.join(lines)
+
+
+def _goal(what, value, limit):
+  if value is None:
+    return f'- {what}: not measured (goal <= {limit:g} deg)'
+  verdict = 'met' if value <= limit else 'NOT met'
+  return f'- {what}: {value:.2f} deg (goal <= {limit:g} deg): {verdict}'
+
+
+def _results_settings(job):
+  return {'preset': job.preset_name,
+          'upstream': _eval_upstream(job, 'relative_pose', 'view_synthesis', 'teacher', 'student',
+                                     'synthesis')}
+
+
+def run_results(job):
+  settings = _results_settings(job)
+  target = path(job, RESULTS_MD)
+  _run_recorded(job, 'results', settings, [target],
+                lambda: atomic_write_text(target, results_markdown(job)))
+
+
+def results_complete(job):
+  return runner.is_done(job.output_dir, 'results', _results_settings(job))
