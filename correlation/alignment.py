@@ -105,7 +105,8 @@ def align(f, g, upsample=1, refine=True, normalize=False):
     volume = so3.volume_from_spectrum(spectrum, grid_bandwidth)
     return spectrum, tf.argmax(tf.reshape(volume, [tf.shape(volume)[0], -1]), axis=-1)
 
-  (spectrum, best), batch_shape = so3.map_pairs(grid_peak, f, g, (spectrum_dtype, tf.int64))
+  (spectrum, best), batch_shape = so3.map_pairs(grid_peak, f, g, (spectrum_dtype, tf.int64),
+                                                so3.pairs_per_step(grid_bandwidth))
   rotation = rotations.euler_zyz_to_matrix(_grid_angles(best, grid_bandwidth, f.dtype))
   if refine:
     rotation, _ = refine_peaks(spectrum, rotation)
@@ -146,7 +147,7 @@ def align_top_k(f, g, k=3, upsample=1, refine=True, normalize=False, min_separat
 
   spectrum_dtype = tf.complex128 if real_dtype == tf.float64 else tf.complex64
   (spectrum, values, index), batch_shape = so3.map_pairs(
-      grid_peaks, f, g, (spectrum_dtype, real_dtype, tf.int32))
+      grid_peaks, f, g, (spectrum_dtype, real_dtype, tf.int32), so3.pairs_per_step(grid_bandwidth))
   batch = tf.shape(values)[0]
   candidates = rotations.euler_zyz_to_matrix(_grid_angles(index, grid_bandwidth, real_dtype))
   num_peaks = max(int(k), 2)  # the confidence needs a second peak

@@ -7,9 +7,8 @@
   S_{mn}(beta) = sum_l d^l_{mn}(beta) X^l_{mn},   X^l_{mn} = sum_c f_l^n conj(g_l^m)   (cross-spectrum).
 
 For real maps `S_{-m,-n} = conj(S_{mn})`, so only `n >= 0` is computed and the last step is an inverse
-real 2-D FFT. The Wigner-d contraction over `l` is grouped by `k = max(|m|, |n|)` (the first degree
-where `d^l_{mn}` is not zero) into a few batched matrix products, and uses
-`d^l_{mn}(pi - beta) = (-1)^(l-n) d^l_{-m,n}(beta)` to store only the northern half of the beta grid.
+real 2-D FFT. The Wigner-d contraction over `l` is a few batched matrix products over tables that the
+symmetries of `d` cut to an eighth of all `(beta_j, m, n)` (see `_ContractionPlan`).
 
 The volume is on the SOFT grid of `geometry.so3_grid(B')`, `B' = upsample * B`, indexed
 `[..., alpha, beta, gamma]`. Upsampling evaluates the same band-limited function on a finer grid (zero
@@ -51,11 +50,11 @@ def cross_spectrum(f_coeffs, g_coeffs):
 def normalize_coefficients(coeffs, epsilon=1e-8):
   """Per channel: drop the mean (l = 0) and scale to unit L2 norm over the sphere. `[..., B, B, C]`."""
   b_max = coeffs.shape[-3]
-  keep_degree = np.ones([b_max, 1, 1]); keep_degree[0] = 0
+  keep_degree = np.where(np.arange(b_max) > 0, 1.0, 0.0)[:, None, None]
   centred = coeffs * tf.constant(keep_degree, coeffs.dtype)
   # ||f||^2 = sum_l |f_l^0|^2 + 2 sum_{m>0} |f_l^m|^2 (negative orders mirror the positive ones).
-  order_weight = np.full([1, b_max, 1], 2.0); order_weight[0, 0, 0] = 1.0
-  power = tf.abs(centred) ** 2 * tf.constant(order_weight, tf.abs(centred).dtype)
+  order_weight = np.where(np.arange(b_max) > 0, 2.0, 1.0)[None, :, None]
+  power = tf.abs(centred) ** 2 * tf.constant(order_weight, coeffs.dtype.real_dtype)
   norm = tf.sqrt(tf.reduce_sum(power, axis=[-3, -2], keepdims=True))
   return centred / tf.cast(tf.maximum(norm, epsilon), coeffs.dtype)
 
@@ -63,37 +62,62 @@ def normalize_coefficients(coeffs, epsilon=1e-8):
 class _ContractionPlan:
   """Order-pair bookkeeping and Wigner-d tables for one (bandwidth, grid bandwidth, dtype).
 
-  Pairs `(m, n)`, `|m| < B`, `0 <= n < B`, have flat index `(m + B - 1) * B + n` and level
-  `max(|m|, n)`, the first degree where `d^l_{mn}` is not zero. Pairs are sorted by level and cut into
-  a few buckets of consecutive levels (one matrix product each: few, large products run faster than
-  one per level, at the price of some zeros); a bucket covers degrees `l >= first_level` and its
-  table is `d^l_{mn}(beta_j)`, `[pairs, B' (j < B', northern half), B - first_level]`.
-  `mirror_signs [B (l), B (n)]` is the `(-1)^(l - n)` of the reflection `beta -> pi - beta`.
+  Pairs `(m, n)`, `|m| < B`, `0 <= n < B`, have flat index `(m + B - 1) * B + n`. Three symmetries let
+  the tables hold only the canonical pairs `|m| <= n` (a quarter of all `(m, n)`) on the northern half
+  of the beta grid (`j < B'`):
+    d^l_{mn} = (-1)^(m-n) d^l_{nm} = d^l_{-n,-m}          (partner: `(n, m)` or `(-n, -m)`),
+    d^l_{mn}(pi - beta) = (-1)^(l-n) d^l_{-m,n}(beta)      (mirror).
+  One product of a canonical table row with four signed right-hand sides gives four results: S of
+  the pair itself (north), of its partner (north), of its mirror (south) and of its partner's mirror
+  (south) -- every (pair, half) exactly once. For a canonical pair the first non-zero degree is n, so
+  rows are sorted by n and cut into a few buckets of consecutive n (one matrix product each; few,
+  large products run faster than one per degree); a bucket's table is `[pairs, B', B - first_n]`.
   """
 
   def __init__(self, bandwidth, grid_bandwidth, dtype, num_buckets=8):
     b, gb = bandwidth, grid_bandwidth
-    m, n = np.meshgrid(np.arange(-(b - 1), b), np.arange(b), indexing='ij')
-    m, n = m.ravel(), n.ravel()
-    level = np.maximum(np.abs(m), n)
-    order = np.lexsort((m, n, level))          # sorted by level, ties in a fixed order
-    level = level[order]
-    self.gather_pairs = order                 # sorted position -> flat pair index
-    self.scatter_pairs = np.argsort(order)    # flat pair index -> sorted position
+    flat = lambda m, n: (m + b - 1) * b + n
+    zero_row = (2 * b - 1) * b  # index of an all-zero right-hand side
+    canonical = [(m, n) for n in range(b) for m in range(-n, n + 1)]  # sorted by n
+    count, l = len(canonical), np.arange(b)
+    self.sources = np.full((4, count), zero_row)       # right-hand side pair of each role
+    self.signs = np.zeros((4, count, b))               # its sign, per degree
+    producer = np.zeros((2, (2 * b - 1) * b), int)     # (north, south) -> role * count + row
+    for q, (m, n) in enumerate(canonical):
+      partner, sigma = ((n, m), (-1.0)**(n - m)) if m >= 0 else ((-n, -m), 1.0)
+      roles = [((m, n), 1.0, 0), ((-m, n), (-1.0)**(l - n), 1)]  # (pair, sign, 0 north / 1 south)
+      if abs(m) < n:
+        roles += [(partner, sigma, 0), ((-partner[0], partner[1]), sigma * (-1.0)**(l - partner[1]), 1)]
+      for role, (pair, sign, half) in enumerate(roles):
+        self.sources[role, q] = flat(*pair)
+        self.signs[role, q] = sign
+        producer[half, flat(*pair)] = role * count + q
+    self.sources = np.concatenate([self.sources[[0, 2]], self.sources[[1, 3]]])  # roles: N, N, S, S
+    self.signs = np.concatenate([self.signs[[0, 2]], self.signs[[1, 3]]]).astype(dtype)
+    reorder = np.array([0, 2, 1, 3])  # producer indices follow the reordered roles
+    self.producers = reorder[producer // count] * count + producer % count
+    # Rows (0, k) have a second partner, (-k, 0) (d_{0k} = d_{-k,0}), and its mirror (k, 0): two more
+    # roles for these B-1 rows only, computed by one extra product and numbered after the others.
+    self.axial_rows = np.array([q for q, (m, n) in enumerate(canonical) if m == 0 and n > 0], int)
+    self.axial_sources = np.array([[flat(-k, 0) for k in range(1, b)], [flat(k, 0) for k in range(1, b)]])
+    self.axial_signs = np.stack([np.ones((b - 1, b)), np.tile((-1.0)**l, (b - 1, 1))]).astype(dtype)
+    for role in range(2):
+      for k in range(1, b):
+        self.producers[role, flat((2 * role - 1) * k, 0)] = 4 * count + role * (b - 1) + k - 1
+    m, n = np.array(canonical).T
     beta, _ = grids.sphere_grid(gb)
     with tf.init_scope():  # eager even when first asked for inside a tf.function
-      d = np.concatenate([wigner.wigner_d(b, beta[i:min(i + 16, gb)], m[order], n[order]).numpy()
+      d = np.concatenate([wigner.wigner_d(b, beta[i:min(i + 16, gb)], m, n).numpy()
                           for i in range(0, gb, 16)], axis=0)              # [B', l, pairs]
     edges = np.unique(np.round(np.linspace(0, b, min(num_buckets, b) + 1)).astype(int))
-    self.buckets = []  # (first pair, number of pairs, first level)
-    self.tables = []
+    self.buckets, self.tables = [], []  # buckets: (first row, number of rows, first degree)
     for lo, hi in zip(edges[:-1], edges[1:]):
-      rows = np.flatnonzero((level >= lo) & (level < hi))
+      rows = np.flatnonzero((n >= lo) & (n < hi))
       self.buckets.append((int(rows[0]), len(rows), int(lo)))
       self.tables.append(np.ascontiguousarray(np.transpose(d[:, lo:, rows], (2, 0, 1))).astype(dtype))
-    l = np.arange(b)
-    self.mirror_signs = ((-1.0) ** (l[:, None] - l[None, :])).astype(dtype)
-    self.table_bytes = sum(t.nbytes for t in self.tables)
+    self.axial_table = np.ascontiguousarray(
+        np.transpose(d[:, :, self.axial_rows], (2, 0, 1))).astype(dtype)  # [B-1, B', l]
+    self.table_bytes = sum(t.nbytes for t in self.tables) + self.axial_table.nbytes
 
 
 @functools.lru_cache(maxsize=None)
@@ -103,30 +127,36 @@ def contraction_plan(bandwidth, grid_bandwidth, dtype):
 
 
 def _contract(spectrum, plan, grid_bandwidth):
-  """`S_{mn}(beta_j) = sum_l d^l_{mn}(beta_j) X^l_{mn}`: `[N, B, 2B-1, B]` -> `[N, 2B' (j), 2B-1, B]`.
-
-  The tables hold the northern half `j < B'`. The southern half follows from
-  `S_{mn}(pi - beta) = sum_l d^l_{-m,n}(beta) (-1)^(l-n) X^l_{mn}`: the same tables applied to the
-  spectrum with m reversed and signed, whose result is then reversed in m and in j.
-  """
+  """`S_{mn}(beta_j) = sum_l d^l_{mn}(beta_j) X^l_{mn}`: `[N, B, 2B-1, B]` -> `[N, 2B' (j), 2B-1, B]`."""
   b_max = spectrum.shape[-1]
   gb = grid_bandwidth
   real_dtype = spectrum.dtype.real_dtype
   batch = tf.shape(spectrum)[0]
-  mirrored = tf.reverse(spectrum, axis=[2]) * tf.cast(plan.mirror_signs[:, None, :], spectrum.dtype)
-  columns = tf.concat([tf.math.real(spectrum), tf.math.imag(spectrum),
-                       tf.math.real(mirrored), tf.math.imag(mirrored)], axis=0)  # [4N, l, m, n]
-  pairs = tf.reshape(tf.transpose(columns, [2, 3, 1, 0]), [(2 * b_max - 1) * b_max, b_max, -1])
-  pairs = tf.gather(pairs, plan.gather_pairs)                               # [P (sorted), l, 4N]
+  parts = tf.concat([tf.math.real(spectrum), tf.math.imag(spectrum)], axis=0)  # [2N, l, m, n]
+  pairs = tf.reshape(tf.transpose(parts, [2, 3, 1, 0]), [(2 * b_max - 1) * b_max, b_max, -1])
+  pairs = tf.concat([pairs, tf.zeros_like(pairs[:1])], axis=0)              # + the zero row
+  count = plan.sources.shape[1]
+  # Right-hand sides of the four roles side by side: [canonical rows, l, 4 * 2N].
+  rhs = tf.gather(pairs, plan.sources.ravel()) * tf.constant(
+      plan.signs.reshape(4 * count, b_max, 1), real_dtype)
+  rhs = tf.reshape(tf.transpose(tf.reshape(rhs, [4, count, b_max, -1]), [1, 2, 0, 3]),
+                   [count, b_max, -1])
   outputs = []
-  for (start, size, first_level), table in zip(plan.buckets, plan.tables):
-    block = pairs[start:start + size, first_level:, :]
-    outputs.append(tf.matmul(tf.constant(table, real_dtype), block))        # [pk, B', 4N]
-  flat = tf.gather(tf.concat(outputs, axis=0), plan.scatter_pairs)           # [P, B', 4N]
-  flat = tf.transpose(tf.reshape(flat, [2 * b_max - 1, b_max, gb, 4, batch]), [3, 4, 2, 0, 1])
-  north = tf.complex(flat[0], flat[1])                                      # [N, j, m, n]
-  south = tf.reverse(tf.complex(flat[2], flat[3]), axis=[1, 2])
-  return tf.concat([north, south], axis=1)
+  for (start, size, first_degree), table in zip(plan.buckets, plan.tables):
+    outputs.append(tf.matmul(tf.constant(table, real_dtype),
+                             rhs[start:start + size, first_degree:, :]))  # [rows, B', 4 * 2N]
+  out = tf.reshape(tf.concat(outputs, axis=0), [count, gb, 4, -1])
+  out = tf.reshape(tf.transpose(out, [2, 0, 1, 3]), [4 * count, gb, -1])    # [role * row, j, 2N]
+  if b_max > 1:
+    axial = tf.gather(pairs, plan.axial_sources) * tf.constant(
+        plan.axial_signs[..., None], real_dtype)                          # [2, B-1, l, 2N]
+    axial = tf.matmul(tf.constant(plan.axial_table, real_dtype), axial)   # [2, B-1, B', 2N]
+    out = tf.concat([out, tf.reshape(axial, [2 * (b_max - 1), gb, -1])], axis=0)
+  north = tf.gather(out, plan.producers[0])                                 # [P, j < B', 2N]
+  south = tf.reverse(tf.gather(out, plan.producers[1]), axis=[1])           # rows pi - beta_j
+  both = tf.reshape(tf.concat([north, south], axis=1), [2 * b_max - 1, b_max, 2 * gb, 2, batch])
+  both = tf.transpose(both, [3, 4, 2, 0, 1])                                # [2, N, j, m, n]
+  return tf.complex(both[0], both[1])
 
 
 def volume_from_spectrum(spectrum, grid_bandwidth=None):
@@ -178,20 +208,25 @@ def spectra(f, g, normalize=False):
   return cross_spectrum(f_coeffs, g_coeffs)
 
 
-# Pairs per step of `map_pairs`. A correlation volume is 1 MB at B = 32; a few pairs at a time stay in
-# cache, where one large batch spills every stage to memory: at B = 32, C = 32 a batch of 64 ran
-# about 6 times faster (XLA, 2 cores) in steps of 1-4 pairs than in one step.
-PAIRS_PER_STEP = 4
+# Correlation-volume elements per step of `map_pairs` (4 MB in float32: 4 volumes at B' = 32, one at 64).
+# A few pairs at a time stay in cache, where one large batch spills every stage to memory: at B = 32,
+# C = 32 a batch of 64 ran about 6 times faster (XLA, 2 cores) in steps of 1-4 pairs than in one step.
+VOLUME_ELEMENTS_PER_STEP = 2**20
 
 
-def map_pairs(fn, f, g, output_dtypes, pairs_per_step=PAIRS_PER_STEP):
+def pairs_per_step(grid_bandwidth):
+  """How many pairs `map_pairs` handles at a time for volumes of bandwidth `grid_bandwidth`."""
+  return max(1, min(4, VOLUME_ELEMENTS_PER_STEP // (2 * grid_bandwidth)**3))
+
+
+def map_pairs(fn, f, g, output_dtypes, step):
   """`fn(f_step, g_step)` over steps of a few pairs, for maps `[..., 2B, 2B, C]` (leading dims broadcast).
 
   Args:
     fn: maps `[n, 2B, 2B, C]` twice -> a tuple of tensors with leading dimension n.
     f, g: maps (checked, g cast to f's dtype).
     output_dtypes: tuple of the dtypes of fn's outputs.
-    pairs_per_step: pairs per call of fn.
+    step: pairs per call of fn (fewer if there are fewer pairs); see `pairs_per_step`.
   Returns:
     (tuple of fn's outputs, concatenated over all pairs `[N, ...]`; the leading shape to restore).
   """
@@ -202,7 +237,7 @@ def map_pairs(fn, f, g, output_dtypes, pairs_per_step=PAIRS_PER_STEP):
   g = tf.reshape(tf.broadcast_to(g, tf.concat([batch_shape, tf.shape(g)[-3:]], 0)),
                  [-1] + g.shape[-3:].as_list())
   count = f.shape[0]
-  step = pairs_per_step if count is None else max(1, min(pairs_per_step, count))
+  step = step if count is None else max(1, min(step, count))
   count = tf.shape(f)[0]
   padded = (count + step - 1) // step * step  # zero maps fill the last step; their results are cut
   pad = [[0, padded - count], [0, 0], [0, 0], [0, 0]]
@@ -230,7 +265,7 @@ def correlate(f, g, upsample=1, normalize=False):
   grid_bandwidth = upsample * f.shape[-3] // 2
   (volume,), batch_shape = map_pairs(
       lambda a, b: (volume_from_spectrum(spectra(a, b, normalize), grid_bandwidth),), f, g,
-      (f.dtype,))
+      (f.dtype,), pairs_per_step(grid_bandwidth))
   return tf.reshape(volume, tf.concat([batch_shape, [2 * grid_bandwidth] * 3], 0))
 
 

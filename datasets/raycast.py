@@ -18,6 +18,24 @@ first hit,
 Channels 'convex_hull_depth' and 'convex_hull_cos' are the same against the mesh's convex hull.
 Channels 0 and 1 are always 'depth' and 'cos'; `extra_channels` follow in the order given.
 
+Anti-aliasing (`oversample=k > 1`): point samples of these maps are far from band-limited (a
+silhouette is a jump), so at k = 1 their degrees >= B alias, and `sphere(R . mesh)` differs from
+`correlation.rotate(sphere(mesh), R)` (exact only for band-limited maps) well beyond rounding
+(numbers below). With k > 1 the rays are cast on the Driscoll-Healy grid of bandwidth kB and the map is
+low-passed to bandwidth B with the spherical harmonic transform (`correlation.sht`: forward on
+the fine grid, keep degrees l < B, inverse on the B grid; the two grids share no sample, which
+the transform does not need). The result is exactly band-limited, so rotating it is exact and
+the aliasing error is what the fine grid leaves. Each channel is then the degree < B part of
+the quantity above: a smooth average near silhouettes and edges, not a single ray's value, and
+it rings there (Gibbs), leaving [0, 1] by up to about 0.1 (0.2 next to thin parts). It is not
+clipped back: clipping hardly changes the equivariance error but breaks the band limit it was
+made for (the round trip through the SHT then moves values by 2-7e-2 instead of 1e-6).
+Measured at B = 32 (area-weighted relative L2 of `sphere(R . mesh)` against
+`correlation.rotate(sphere(mesh), R)`, 3 procedural and 2 PSB shapes): 0.05-0.16 at k = 1,
+0.015-0.037 at k = 2, 0.006-0.016 at k = 4; per channel with each map's mean removed (a bench
+and a PSB human): 0.24-0.46, 0.05-0.11, 0.02-0.05. The SHT runs in float32 (float64 differs by
+< 1e-6).
+
 View (`MeshRaycaster.views`, `render_view`): a pinhole camera at `(0, 0, CAMERA_DISTANCE)` looks
 at the origin along -z, image up = +y, image right = +x, row 0 = top; each pixel's ray goes
 through the pixel's centre. With `CAMERA_DISTANCE = 3` the unit sphere subtends a half-angle of
@@ -39,9 +57,11 @@ from concurrent import futures
 import functools
 
 import numpy as np
+import tensorflow as tf
 import trimesh
 from scipy import spatial
 
+from correlation import sht
 from geometry import grids
 
 try:
@@ -218,6 +238,26 @@ def _convex_hull(vertices):
   return vertices, np.asarray(hull.simplices, np.int64)
 
 
+def low_pass(maps, bandwidth):
+  """Band-limits maps to degrees l < `bandwidth` and resamples them on that grid.
+
+  Args:
+    maps: `[V, 2K, 2K, C]` on the Driscoll-Healy grid of bandwidth K >= `bandwidth`.
+    bandwidth: B.
+
+  Returns:
+    float32 `[V, 2B, 2B, C]`: the degree < B part of each map (its orthogonal projection),
+    sampled on the grid of bandwidth B. One batched SHT for all maps, in float32 (float64 changes
+    the result by about 1e-6 of its range).
+  """
+  maps = np.asarray(maps, np.float32)
+  if maps.ndim != 4 or maps.shape[1] != maps.shape[2] or maps.shape[1] < 2 * bandwidth:
+    raise ValueError(f'low_pass: expected maps [V, 2K, 2K, C] with K >= bandwidth {bandwidth}, '
+                     f'got shape {maps.shape}')
+  coefficients = sht.forward(tf.constant(maps))[:, :bandwidth, :bandwidth, :]
+  return sht.inverse(coefficients).numpy()
+
+
 def _as_rotations(rotations, name='rotations'):
   """Validates a batch of rotations `[V, 3, 3]` and returns it as float64."""
   r = np.asarray(rotations, dtype=np.float64)
@@ -307,17 +347,25 @@ class MeshRaycaster:
         trace(part)
     return distance, abs_cos
 
-  def spheres(self, rotations, bandwidth=32, extra_channels=()):
+  def spheres(self, rotations, bandwidth=32, extra_channels=(), oversample=1):
     """Spherical maps of `R . mesh` for each `R`.
 
     Args:
       rotations: `[V, 3, 3]`.
       bandwidth: B; maps are `2B x 2B` (Driscoll-Healy grid).
       extra_channels: names from `SPHERE_CHANNELS` after 'depth' and 'cos'.
+      oversample: k; k > 1 casts on the grid of bandwidth kB and low-passes to bandwidth B
+        (see the module docstring). Costs k^2 the rays plus one SHT at kB per map.
 
     Returns:
-      float32 `[V, 2B, 2B, 2 + len(extra_channels)]`, every value in [0, 1].
+      float32 `[V, 2B, 2B, 2 + len(extra_channels)]`: with k = 1 every value in [0, 1]; with
+      k > 1 band-limited (degree < B), values slightly outside [0, 1] near silhouettes.
     """
+    if isinstance(oversample, bool) or int(oversample) != oversample or oversample < 1:
+      raise ValueError(f'oversample must be a positive integer, got {oversample!r}')
+    if oversample > 1:
+      fine = self.spheres(rotations, int(oversample) * bandwidth, extra_channels)
+      return low_pass(fine, bandwidth)
     rotations = _as_rotations(rotations)
     channels = BASE_SPHERE_CHANNELS + tuple(extra_channels)
     unknown = [c for c in channels if c not in SPHERE_CHANNELS]
@@ -388,13 +436,14 @@ def _one_rotation(rotation):
   return r[None]
 
 
-def mesh_to_sphere(mesh, rotation=None, bandwidth=32, extra_channels=(), engine='auto'):
+def mesh_to_sphere(mesh, rotation=None, bandwidth=32, extra_channels=(), engine='auto',
+                   oversample=1):
   """Spherical map of `rotation . mesh`, float32 `[2B, 2B, 2 + len(extra_channels)]`.
 
-  See the module docstring for the channels; `mesh` must be normalised.
+  See the module docstring for the channels and `oversample`; `mesh` must be normalised.
   """
   caster = MeshRaycaster(mesh, engine=engine)
-  return caster.spheres(_one_rotation(rotation), bandwidth, extra_channels)[0]
+  return caster.spheres(_one_rotation(rotation), bandwidth, extra_channels, oversample)[0]
 
 
 def render_view(mesh, rotation=None, size=64, return_depth=False, return_mask=False,

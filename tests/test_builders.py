@@ -116,8 +116,8 @@ def test_examples_for_mesh_match_single_rotation_ray_casting():
     np.testing.assert_allclose(r @ r.T, np.eye(3), atol=1e-5)
     assert np.linalg.det(r) > 0
     # The batched fast path equals the one-rotation wrappers at the example's rotation.
-    np.testing.assert_allclose(example['sphere'], raycast.mesh_to_sphere(mesh, r, bandwidth=8),
-                               atol=1e-6)
+    np.testing.assert_allclose(example['sphere'], raycast.mesh_to_sphere(
+        mesh, r, bandwidth=8, oversample=config.sphere_oversample), atol=1e-6)
     np.testing.assert_allclose(example['image'], raycast.render_view(mesh, r, size=16), atol=1e-6)
     assert example['view'] == view and example['instance'] == 'mug/0001'
   # Rotations depend on the instance id only: the same with another record list, not the same
@@ -130,6 +130,11 @@ def test_examples_for_mesh_match_single_rotation_ray_casting():
 
 def test_make_config_names_and_validation(tmp_path):
   assert builders.make_config().name == 'procedural_b32_s64_v8_n20'
+  # Anti-aliased spheres by default (builder 1.1.0), under the same names; point samples differ.
+  assert builders.make_config().sphere_oversample == 2
+  assert builders.make_config(sphere_oversample=1).name.startswith('procedural_b32_s64_v8_n20_')
+  with pytest.raises(ValueError, match='sphere_oversample'):
+    builders.make_config(sphere_oversample=0)
   assert builders.make_config(**TINY).name != builders.make_config(
       **dict(TINY, categories=('car', 'mug'))).name
   with pytest.raises(ValueError, match='bandwidth'):

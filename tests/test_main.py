@@ -1,4 +1,6 @@
-"""The main job: builds the data set, writes contact sheets, skips finished stages on a rerun."""
+"""The main job: builds the data set, writes contact sheets, trains and evaluates every model,
+skips finished stages on a rerun and resumes a killed stage."""
+import json
 import os
 import subprocess
 import sys
@@ -12,6 +14,9 @@ import pytest
 import main
 from datasets import contact_sheet
 from datasets import procedural
+from pipeline import presets
+from pipeline import runner
+from pipeline import stages
 from tests.conftest import REPO_ROOT
 
 TINY = dict(source='procedural', views_per_instance=1, bandwidth=8, image_size=16,
@@ -25,7 +30,7 @@ def _job(tmp_path, force=False):
 
 def test_stages_build_write_sheets_and_skip_when_complete(tmp_path):
   job = _job(tmp_path)
-  main.run_stages(job)
+  main.run_stages(job, ['dataset', 'contact_sheets'])
   sheets = [contact_sheet.sheet_path(job.output_dir, c) for c in procedural.CATEGORIES]
   assert all(os.path.isfile(p) for p in sheets)
   image = np.asarray(Image.open(sheets[0]))
@@ -36,8 +41,8 @@ def test_stages_build_write_sheets_and_skip_when_complete(tmp_path):
   # A rerun finds every output complete and redoes nothing.
   stamps = [os.path.getmtime(p) for p in sheets]
   rerun = _job(tmp_path)
-  assert all(stage.is_complete(rerun) for stage in main.STAGES)
-  main.run_stages(rerun)
+  assert all(stage.is_complete(rerun) for stage in main.STAGES[:2])
+  main.run_stages(rerun, ['dataset', 'contact_sheets'])
   assert [os.path.getmtime(p) for p in sheets] == stamps
 
   # A missing sheet makes its stage incomplete again.
@@ -47,7 +52,7 @@ def test_stages_build_write_sheets_and_skip_when_complete(tmp_path):
   # --force rebuilds the data set and rewrites every sheet.
   info = os.path.join(job.builder().data_dir, 'dataset_info.json')
   built = os.path.getmtime(info)
-  main.run_stages(_job(tmp_path, force=True))
+  main.run_stages(_job(tmp_path, force=True), ['dataset', 'contact_sheets'])
   assert os.path.getmtime(info) > built
   assert all(os.path.getmtime(p) >= os.path.getmtime(info) for p in sheets)
 
@@ -61,8 +66,13 @@ def test_bad_settings_are_usage_errors(tmp_path):
     main.FLAGS(['main.py', '--bandwidth=0'])
     with pytest.raises(app.UsageError, match='bandwidth'):
       main.job_from_flags()
-  with pytest.raises(ValueError, match='teacher'):
-    main.run_stages(_job(tmp_path), ['dataset', 'teacher'])
+  with pytest.raises(ValueError, match='bogus'):
+    main.run_stages(_job(tmp_path), ['dataset', 'bogus'])
+  with flagsaver.flagsaver():
+    main.FLAGS(['main.py', '--preset=tiny', '--teacher_steps=7', '--image_size=24'])
+    job = main.job_from_flags()
+  assert job.settings['teacher_steps'] == 7 and job.dataset['image_size'] == 24
+  assert job.settings['student_steps'] == presets.PRESETS['tiny']['student_steps']
 
 
 def test_command_line_end_to_end(tmp_path):
@@ -70,7 +80,8 @@ def test_command_line_end_to_end(tmp_path):
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
   result = subprocess.run(
       [sys.executable, 'main.py', f'--output_dir={output_dir}', '--instances_per_category=2',
-       '--views_per_instance=1', '--bandwidth=8', '--image_size=16', '--sheet_instances=1'],
+       '--views_per_instance=1', '--bandwidth=8', '--image_size=16', '--sheet_instances=1',
+       '--stages=dataset,contact_sheets'],
       cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'Failed meshes: 0' in result.stdout
@@ -93,3 +104,125 @@ def test_contact_sheet_tiles_show_the_arrays_unscaled(tmp_path):
   np.testing.assert_allclose(view, 128, atol=1)
   np.testing.assert_allclose(cos, 64, atol=1)
   assert depth[0] < 10 and depth[-1] > 245 and np.all(np.diff(depth) >= 0)
+
+
+def test_presets_resolve_and_lr_schedule():
+  for name, settings in presets.PRESETS.items():
+    assert set(settings) == set(presets.KEYS), name
+  assert presets.resolve('tiny', {'teacher_steps': 9, 'bandwidth': None})['teacher_steps'] == 9
+  with pytest.raises(ValueError, match='nope'):
+    presets.resolve('nope')
+  with pytest.raises(ValueError, match='teacher_stepz'):
+    presets.resolve('tiny', {'teacher_stepz': 1})
+  # 48 "epochs" of 10 steps: the original drops at epochs 32 and 40.
+  assert presets.lr_schedule(presets.ORIGINAL_LR, presets.ORIGINAL_DROPS, 480) == (
+      [320, 400], [1e-3, 2e-4, 4e-5])
+  # Too few steps for distinct drops: the ones that collide or fall at the ends are left out.
+  assert presets.lr_schedule(presets.ORIGINAL_LR, presets.ORIGINAL_DROPS, 1) == ([], [1e-3])
+  assert presets.lr_schedule(presets.ORIGINAL_LR, presets.ORIGINAL_DROPS, 4) == ([3], [1e-3, 2e-4])
+
+
+def test_training_progress_lines_have_rate_and_eta():
+  times = iter([100.0, 110.0, 130.0])
+  progress = runner.TrainingProgress('teacher', 1000, clock=lambda: next(times))
+  assert progress.line('start_step=0') == '[teacher] training from step 0 to 1000'
+  assert progress.line('I1127 training.py:389] some other line') is None
+  first = progress.line("I1127 training.py:389] step 100 train {'loss': 2.0} (10.0 images/s)")
+  assert first == '[teacher] step 100/1000 (10%)'  # no rate yet: the first window has tracing
+  second = progress.line("step 200 train {'loss': 1.5} (10.0 images/s)")
+  assert second == '[teacher] step 200/1000 (20%)  10.00 steps/s  ETA 1m20s'
+  third = progress.line("step 400 train {'loss': 1.0} (10.0 images/s)")
+  assert third == '[teacher] step 400/1000 (40%)  10.00 steps/s  ETA 1m00s'
+  assert 'eval' in progress.line("step 1000 eval {'accuracy': 0.5}")
+  assert runner.format_seconds(3725) == '1h02m'
+
+
+def test_stage_records_skip_done_work_and_clear_other_settings(tmp_path):
+  job = _job(tmp_path)
+  folder, output = str(tmp_path / 'out' / 'model'), str(tmp_path / 'out' / 'model' / 'file')
+  calls = []
+
+  def work():
+    calls.append(1)
+    os.makedirs(folder, exist_ok=True)
+    with open(output, 'w') as f:
+      f.write('x')
+
+  settings = {'args': ['a', 1], 'upstream': {'teacher': 3.0}}
+  assert not runner.is_done(job.output_dir, 'model', settings)
+  os.makedirs(folder)
+  stages._run_recorded(job, 'model', settings, [output], work, folder)
+  assert runner.is_done(job.output_dir, 'model', settings)
+  other = dict(settings, args=['a', 2])
+  assert not runner.is_done(job.output_dir, 'model', other)
+  assert runner.has_other_settings(job.output_dir, 'model', other)
+  # A killed run (record 'running', same settings) keeps its folder: training resumes there.
+  runner.write_record(job.output_dir, 'model', settings, [output], 'running')
+  assert not runner.is_done(job.output_dir, 'model', settings)
+  with open(os.path.join(folder, 'checkpoint'), 'w') as f:
+    f.write('kept')
+  stages._run_recorded(job, 'model', settings, [output], work, folder)
+  assert os.path.exists(os.path.join(folder, 'checkpoint'))
+  # Other settings clear the folder first; a missing output is an error.
+  stages._run_recorded(job, 'model', other, [output], work, folder)
+  assert not os.path.exists(os.path.join(folder, 'checkpoint')) and len(calls) == 3
+  with pytest.raises(RuntimeError, match='without writing'):
+    stages._run_recorded(job, 'model', settings, [output + '2'], work, folder)
+  os.remove(output)
+  assert not runner.is_done(job.output_dir, 'model', other)
+
+
+def test_pair_kinds_need_two_instances_of_a_class(tmp_path):
+  path = str(tmp_path / 'e.npz')
+  np.savez(path, instance=np.array([b'a/1', b'a/1', b'b/1', b'b/1']), label=np.array([0, 0, 1, 1]))
+  assert stages.pair_kinds(path) == ['same']
+  np.savez(path, instance=np.array([b'a/1', b'a/1', b'a/2', b'a/2']), label=np.array([0, 0, 0, 0]))
+  assert stages.pair_kinds(path) == ['same', 'diff']
+
+
+def _run_main(output_dir, *extra):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
+  result = subprocess.run(
+      [sys.executable, 'main.py', '--preset=tiny', f'--output_dir={output_dir}', *extra],
+      cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900, check=False)
+  assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+  return result.stdout
+
+
+@pytest.mark.slow
+def test_whole_pipeline_tiny_then_skip_then_resume(tmp_path):
+  out = tmp_path / 'out'
+  stdout = _run_main(out)
+  for model in ('teacher', 'student', 'synthesis'):
+    assert os.path.isfile(out / model / 'export' / 'saved_model.pb'), model
+  assert '[teacher] step 4/4 (100%)' in stdout
+  eval_dir = out / 'eval'
+  for name in ('test_embeddings.npz', 'results.csv', 'synthesis_results.csv',
+               'test_embeddings.cdf.png', 'test_embeddings+up2.cdf.png',
+               'test_embeddings.fmap.same.grid.png', 'test_embeddings.target.diff.grid.png'):
+    assert os.path.isfile(eval_dir / name), name
+  with open(out / 'results.md') as f:
+    table = f.read()
+  assert table in stdout  # printed
+  for mode in ('target', 'fmap'):
+    for kind in ('same', 'diff'):
+      for upsample in (1, 2):
+        assert f'| {mode} | {kind} | {upsample} |' in table
+  assert '| teacher | 4 | accuracy |' in table and 'psnr_db' in table
+
+  # A rerun skips every stage.
+  stdout = _run_main(out)
+  assert stdout.count('skipped') == len(main.STAGES) and 'running' not in stdout
+
+  # A student run killed before its export: the rerun resumes from its checkpoint (step 4 of 4,
+  # nothing left to train), and the stages after it run again since their input changed.
+  with open(runner.record_path(str(out), 'student')) as f:
+    record = json.load(f)
+  runner.write_record(str(out), 'student', record['settings'], record['outputs'], 'running')
+  os.remove(out / 'student' / 'export' / 'saved_model.pb')
+  stdout = _run_main(out)
+  assert '[student] training from step 4 to 4' in stdout
+  assert 'Stage teacher: outputs complete, skipped' in stdout
+  for stage in ('student', 'embeddings', 'relative_pose', 'view_synthesis', 'results'):
+    assert f'Stage {stage}: done' in stdout, stage
+  assert 'Stage synthesis: outputs complete, skipped' in stdout
