@@ -36,8 +36,6 @@ import sys
 import tempfile
 import time
 
-import numpy as np
-
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:  # run as a script: make `geometry`, `correlation` importable
   sys.path.insert(0, str(REPO_ROOT))
@@ -61,9 +59,11 @@ def thread_environment(threads):
                         f'intra_op_parallelism_threads={threads}').strip()}
 
 
+# Before numpy, TF and the workers start: each reads its thread count once.
 os.environ.update(thread_environment(_threads_from_argv(sys.argv[1:])))
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
+import numpy as np  # pylint: disable=g-import-not-at-top
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
 import correlation  # pylint: disable=g-import-not-at-top

@@ -45,13 +45,13 @@ def _bandwidth_of_maps(maps, name):
   return maps.shape[-3] // 2
 
 
+_lgamma = np.vectorize(math.lgamma, otypes=[np.float64])
+
+
 def _sqrt_binomial(n, k):
   """sqrt(n choose k) for arrays k, via log-gamma so that large degrees do not overflow."""
   k = np.asarray(k, np.float64)
   return np.exp(0.5 * (math.lgamma(n + 1) - _lgamma(k + 1) - _lgamma(n - k + 1)))
-
-
-_lgamma = np.vectorize(math.lgamma, otypes=[np.float64])
 
 
 def wigner_d_levels(bandwidth, beta):
