@@ -2,12 +2,13 @@
 
 Usage:
   TF_CPP_MIN_LOG_LEVEL=2 .venv/bin/python benchmarks/bench_correlation.py [--configs=32:32:1,32:32:64,64:32:1]
-      [--reps=30] [--baseline_max_bandwidth=32]
+      [--reps=30] [--baseline_max_bandwidth=32] [--baseline_max_pairs=64] [--xla_only]
 
 Each config is `B:C:N`: bandwidth, channels, pairs per call. Both implementations run the same SHTs;
 the baseline then contracts a dense Wigner-d table `[2B, B, 2B-1, 2B-1]` (all orders, no symmetry, one
 einsum) and takes a complex 2-D FFT, as a first implementation would. Times are the best of `reps`
-calls (the machine is shared; the best is the least disturbed), in milliseconds, after warm-up;
+calls (the machine is shared; the best is the least disturbed; `reps // pairs`, at least 3, for
+batches), in milliseconds, after warm-up;
 `CPU ms/pair` is the process CPU time of that call (all threads), steadier under contention.
 `first call` is the cost of the first call of a fresh configuration: table build plus tracing (and XLA
 compilation). Prints a Markdown table; the baseline's volume is checked against ours.
@@ -76,13 +77,15 @@ def clear_table_caches():
     cached.cache_clear()
 
 
-def run_config(bandwidth, channels, pairs, reps, with_baseline):
+def run_config(bandwidth, channels, pairs, reps, with_baseline, xla_only=False):
   rng = np.random.default_rng(0)
   shape = (pairs, 2 * bandwidth, 2 * bandwidth, channels)
   f = tf.constant(rng.standard_normal(shape), tf.float32)
   g = tf.constant(rng.standard_normal(shape), tf.float32)
   rows = []
-  for label, jit in (('ours, tf.function', False), ('ours, XLA', True)):
+  reps = max(3, reps // pairs)
+  modes = (('ours, XLA', True),) if xla_only else (('ours, tf.function', False), ('ours, XLA', True))
+  for label, jit in modes:
     clear_table_caches()
     fn = tf.function(so3.correlate, jit_compile=jit)
     first = first_call_s(fn, (f, g))
@@ -117,6 +120,8 @@ def main():
   parser.add_argument('--configs', default='32:32:1,32:32:64,64:32:1,64:32:16')
   parser.add_argument('--reps', type=int, default=30)
   parser.add_argument('--baseline_max_bandwidth', type=int, default=32)
+  parser.add_argument('--baseline_max_pairs', type=int, default=64)
+  parser.add_argument('--xla_only', action='store_true', help='skip the tf.function (no XLA) rows')
   args = parser.parse_args()
   try:
     configs = [tuple(int(v) for v in item.split(':')) for item in args.configs.split(',')]
@@ -128,8 +133,8 @@ def main():
         '| first call (s) | table MB |')
   print('|---|---|---|---|---|---|---|---|---|---|')
   for bandwidth, channels, pairs in configs:
-    for line in run_config(bandwidth, channels, pairs, args.reps,
-                           bandwidth <= args.baseline_max_bandwidth):
+    with_baseline = bandwidth <= args.baseline_max_bandwidth and pairs <= args.baseline_max_pairs
+    for line in run_config(bandwidth, channels, pairs, args.reps, with_baseline, args.xla_only):
       print(line, flush=True)
 
 

@@ -56,17 +56,16 @@ def forward(maps):
   even_table, odd_table = (tf.constant(t) for t in legendre.analysis_tables(b_max, maps.dtype.name))
   # Longitude FFT: sum_k f[j, k] exp(-i m alpha_k) for m < B.
   rows = tf.reshape(maps, [-1, n_rows, n_rows, channels])
-  rows = tf.transpose(rows, [0, 3, 1, 2])                                  # [N, C, j, k]
-  spectrum = tf.signal.rfft(rows)[..., :b_max]                             # [N, C, j, m]
-  spectrum = tf.transpose(tf.reshape(spectrum, [-1, n_rows, b_max]), [2, 1, 0])  # [m, j, N C]
+  rows = tf.transpose(rows, [0, 1, 3, 2])                                  # [N, j, C, k]
+  spectrum = tf.signal.rfft(rows)[..., :b_max]                             # [N, j, C, m]
+  spectrum = tf.reshape(tf.transpose(spectrum, [3, 1, 0, 2]), [b_max, n_rows, -1])  # [m, j, N C]
   # Mirrored rows (beta, pi - beta): their sum meets only even l + m, their difference only odd.
   north, south = spectrum[:, :b_max], tf.reverse(spectrum[:, b_max:], axis=[1])
   even = _matmul_complex_by_real(even_table, north + south)               # [m, l (l+m even), N C]
   odd = _matmul_complex_by_real(odd_table, north - south)
   position = legendre.parity_degrees(b_max)[-1]
   coeffs = tf.gather(tf.concat([even, odd], axis=1), position, axis=1, batch_dims=1)  # [m, l, N C]
-  coeffs = tf.reshape(tf.transpose(coeffs, [2, 1, 0]), [-1, channels, b_max, b_max])
-  coeffs = tf.transpose(coeffs, [0, 2, 3, 1])                              # [N, l, m, C]
+  coeffs = tf.transpose(tf.reshape(coeffs, [b_max, b_max, -1, channels]), [2, 1, 0, 3])  # [N, l, m, C]
   return tf.reshape(coeffs, tf.concat([batch_shape, [b_max, b_max, channels]], 0))
 
 

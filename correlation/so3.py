@@ -71,7 +71,7 @@ class _ContractionPlan:
   the pair itself (north), of its partner (north), of its mirror (south) and of its partner's mirror
   (south) -- every (pair, half) exactly once. For a canonical pair the first non-zero degree is n, so
   rows are sorted by n and cut into a few buckets of consecutive n (one matrix product each; few,
-  large products run faster than one per degree); a bucket's table is `[pairs, B', B - first_n]`.
+  large products run faster than one per degree); a bucket's table is `[pairs, B - first_n, B']`.
   """
 
   def __init__(self, bandwidth, grid_bandwidth, dtype, num_buckets=8):
@@ -114,10 +114,47 @@ class _ContractionPlan:
     for lo, hi in zip(edges[:-1], edges[1:]):
       rows = np.flatnonzero((n >= lo) & (n < hi))
       self.buckets.append((int(rows[0]), len(rows), int(lo)))
-      self.tables.append(np.ascontiguousarray(np.transpose(d[:, lo:, rows], (2, 0, 1))).astype(dtype))
+      self.tables.append(np.ascontiguousarray(np.transpose(d[:, lo:, rows], (2, 1, 0))).astype(dtype))
     self.axial_table = np.ascontiguousarray(
-        np.transpose(d[:, :, self.axial_rows], (2, 0, 1))).astype(dtype)  # [B-1, B', l]
+        np.transpose(d[:, :, self.axial_rows], (2, 1, 0))).astype(dtype)  # [B-1, l, B']
     self.table_bytes = sum(t.nbytes for t in self.tables) + self.axial_table.nbytes
+    self._index_gathers(b, gb, count)
+
+  def _index_gathers(self, b, gb, count):
+    """Gather indices that replace all reshuffling around the matrix products (`_contract`).
+
+    Products run transposed, `[roles, W, l] @ [l, j]`, so every gather moves whole rows: the cross-
+    spectrum enters as `source [(2B-1) B + 1 (pairs (m, n), last one zero), W, B (l)]` (W: real and
+    imaginary parts of every pair of the batch); bucket i's right-hand side is
+    `source[rhs_pairs[i]]` from its first degree on, times `rhs_sign[i]`, `[rows, 4, W, L]`; the
+    products' outputs, as blocks `[W, B' (j)]` per (row, role), then the axial ones and a zero block,
+    stack to `out`, and `out[fft_blocks]` `[2 (north, south), 2B' (m in FFT order), B'+1 (n), W, B']`
+    holds S with the wrapped negative orders and the zero padding of both FFT axes.
+    """
+    self.rhs_pairs, self.rhs_sign, offsets, offset = [], [], [], 0
+    for start, size, first_degree in self.buckets:
+      self.rhs_pairs.append(self.sources[:, start:start + size].T.astype(np.int32))  # [rows, 4]
+      self.rhs_sign.append(np.transpose(self.signs[:, start:start + size, first_degree:],
+                                        (1, 0, 2))[:, :, None, :])                  # [rows, 4, 1, L]
+      offsets.append(offset)
+      offset += size * 4
+    self.axial_pairs = self.axial_sources.T.astype(np.int32)                        # [B-1, 2]
+    self.axial_sign = np.transpose(self.axial_signs, (1, 0, 2))[:, :, None, :]      # [B-1, 2, 1, l]
+    axial_offset, zero_block = offset, offset + (b - 1) * 2
+    half = np.arange(2)[:, None, None]
+    m_fft = np.arange(2 * gb)[None, :, None]
+    m = np.where(m_fft < b, m_fft, m_fft - 2 * gb)
+    n = np.arange(gb + 1)[None, None, :]
+    valid = (m > -b) & (n < b)
+    producer = self.producers[half, np.where(valid, (m + b - 1) * b + n, 0)]
+    role, q = producer // count, producer % count
+    starts = np.array([start for start, _, _ in self.buckets])
+    bucket = np.searchsorted(starts, q, side='right') - 1
+    from_bucket = np.array(offsets)[bucket] + (q - starts[bucket]) * 4 + role
+    axial = producer - 4 * count
+    from_axial = axial_offset + (axial % max(b - 1, 1)) * 2 + axial // max(b - 1, 1)
+    index = np.where(producer < 4 * count, from_bucket, from_axial)
+    self.fft_blocks = np.where(valid, index, zero_block).astype(np.int32)          # [2, 2B', B'+1]
 
 
 @functools.lru_cache(maxsize=None)
@@ -127,36 +164,37 @@ def contraction_plan(bandwidth, grid_bandwidth, dtype):
 
 
 def _contract(spectrum, plan, grid_bandwidth):
-  """`S_{mn}(beta_j) = sum_l d^l_{mn}(beta_j) X^l_{mn}`: `[N, B, 2B-1, B]` -> `[N, 2B' (j), 2B-1, B]`."""
+  """`S_{mn}(beta_j) = sum_l d^l_{mn}(beta_j) X^l_{mn}` laid out for the inverse FFT.
+
+  `[N, B, 2B-1, B]` -> `[N, 2B' (j), 2B' (m; negative orders wrap around), B'+1 (n)]`, zero where
+  `|m| >= B` or `n >= B`. Gathers of whole rows (`_ContractionPlan._index_gathers`) do the reshuffling;
+  the pairs of a batch share one pass over the tables.
+  """
   b_max = spectrum.shape[-1]
   gb = grid_bandwidth
   real_dtype = spectrum.dtype.real_dtype
   batch = tf.shape(spectrum)[0]
-  parts = tf.concat([tf.math.real(spectrum), tf.math.imag(spectrum)], axis=0)  # [2N, l, m, n]
-  pairs = tf.reshape(tf.transpose(parts, [2, 3, 1, 0]), [(2 * b_max - 1) * b_max, b_max, -1])
-  pairs = tf.concat([pairs, tf.zeros_like(pairs[:1])], axis=0)              # + the zero row
-  count = plan.sources.shape[1]
-  # Right-hand sides of the four roles side by side: [canonical rows, l, 4 * 2N].
-  rhs = tf.gather(pairs, plan.sources.ravel()) * tf.constant(
-      plan.signs.reshape(4 * count, b_max, 1), real_dtype)
-  rhs = tf.reshape(tf.transpose(tf.reshape(rhs, [4, count, b_max, -1]), [1, 2, 0, 3]),
-                   [count, b_max, -1])
+  parts = tf.stack([tf.math.real(spectrum), tf.math.imag(spectrum)], axis=0)   # [2, N, l, m, n]
+  source = tf.reshape(tf.transpose(parts, [3, 4, 0, 1, 2]), [(2 * b_max - 1) * b_max, -1, b_max])
+  source = tf.concat([source, tf.zeros_like(source[:1])], axis=0)          # [(m, n) + 1, W = 2N, l]
+  block = 2 * batch * gb
   outputs = []
-  for (start, size, first_degree), table in zip(plan.buckets, plan.tables):
-    outputs.append(tf.matmul(tf.constant(table, real_dtype),
-                             rhs[start:start + size, first_degree:, :]))  # [rows, B', 4 * 2N]
-  out = tf.reshape(tf.concat(outputs, axis=0), [count, gb, 4, -1])
-  out = tf.reshape(tf.transpose(out, [2, 0, 1, 3]), [4 * count, gb, -1])    # [role * row, j, 2N]
+  for table, pairs, sign, (_, size, first_degree) in zip(plan.tables, plan.rhs_pairs,
+                                                           plan.rhs_sign, plan.buckets):
+    rhs = tf.gather(source[..., first_degree:], pairs) * tf.constant(sign, real_dtype)  # [rows, 4, W, L]
+    rhs = tf.reshape(rhs, [size, -1, b_max - first_degree])
+    outputs.append(tf.reshape(tf.matmul(rhs, tf.constant(table, real_dtype)), [-1, block]))
   if b_max > 1:
-    axial = tf.gather(pairs, plan.axial_sources) * tf.constant(
-        plan.axial_signs[..., None], real_dtype)                          # [2, B-1, l, 2N]
-    axial = tf.matmul(tf.constant(plan.axial_table, real_dtype), axial)   # [2, B-1, B', 2N]
-    out = tf.concat([out, tf.reshape(axial, [2 * (b_max - 1), gb, -1])], axis=0)
-  north = tf.gather(out, plan.producers[0])                                 # [P, j < B', 2N]
-  south = tf.reverse(tf.gather(out, plan.producers[1]), axis=[1])           # rows pi - beta_j
-  both = tf.reshape(tf.concat([north, south], axis=1), [2 * b_max - 1, b_max, 2 * gb, 2, batch])
-  both = tf.transpose(both, [3, 4, 2, 0, 1])                                # [2, N, j, m, n]
-  return tf.complex(both[0], both[1])
+    rhs = tf.gather(source, plan.axial_pairs) * tf.constant(plan.axial_sign, real_dtype)
+    rhs = tf.reshape(rhs, [b_max - 1, -1, b_max])                          # [B-1, 2 W, l]
+    outputs.append(tf.reshape(tf.matmul(rhs, tf.constant(plan.axial_table, real_dtype)),
+                              [-1, block]))
+  outputs.append(tf.zeros_like(outputs[0][:1]))
+  s = tf.gather(tf.concat(outputs, axis=0), plan.fft_blocks)               # [2, m, n, W * B']
+  s = tf.reshape(s, [2, 2 * gb, gb + 1, 2 * batch, gb])
+  s = tf.concat([s[0], tf.reverse(s[1], axis=[-1])], axis=-1)             # [m, n, W, j]: rows pi - beta
+  s = tf.reshape(tf.transpose(s, [2, 3, 0, 1]), [2, batch, 2 * gb, 2 * gb, gb + 1])
+  return tf.complex(s[0], s[1])
 
 
 def volume_from_spectrum(spectrum, grid_bandwidth=None):
@@ -180,11 +218,6 @@ def volume_from_spectrum(spectrum, grid_bandwidth=None):
   batch_shape = tf.shape(spectrum)[:-3]
   flat = tf.reshape(spectrum, [-1, b_max, 2 * b_max - 1, b_max])
   s = _contract(flat, plan, gb)                                            # [N, j, m, n]
-  # Place m on the length-2B' FFT axis (negative m wrap around) and pad n to the B'+1 real-FFT bins.
-  zeros_m = tf.zeros_like(s[:, :, :1, :])
-  gap = tf.repeat(zeros_m, 2 * gb - (2 * b_max - 1), axis=2)
-  s = tf.concat([s[:, :, b_max - 1:, :], gap, s[:, :, :b_max - 1, :]], axis=2)
-  s = tf.pad(s, [[0, 0], [0, 0], [0, 0], [0, gb + 1 - b_max]])
   # c = sum S exp(-i(m a + n g)) is real, so c = conj(c) = (2B')^2 irfft2(conj(S)).
   volume = tf.signal.irfft2d(tf.math.conj(s), fft_length=[2 * gb, 2 * gb])  # [N, beta, alpha, gamma]
   volume = tf.transpose(volume, [0, 2, 1, 3]) * tf.cast((2 * gb)**2, volume.dtype)
@@ -208,10 +241,12 @@ def spectra(f, g, normalize=False):
   return cross_spectrum(f_coeffs, g_coeffs)
 
 
-# Correlation-volume elements per step of `map_pairs` (4 MB in float32: 4 volumes at B' = 32, one at 64).
-# A few pairs at a time stay in cache, where one large batch spills every stage to memory: at B = 32,
-# C = 32 a batch of 64 ran about 6 times faster (XLA, 2 cores) in steps of 1-4 pairs than in one step.
-VOLUME_ELEMENTS_PER_STEP = 2**20
+# Correlation-volume elements per step of `map_pairs` (1 MB in float32: one volume at B' = 32, 8 at 16).
+# Every stage is bound by memory traffic, not arithmetic, so a step should stay in cache: at B = 32,
+# C = 32 (XLA, one thread, shared 2-core machine) a batch of 64 cost 1.6 ms of CPU per pair in steps of
+# one pair, 1.7 in steps of 2 and 2.1 in steps of 4 (earlier code: 2.7 for 8, 3.3 for 16); at B = 16
+# steps of 4 were best (0.29 ms/pair against 0.31 for single pairs and 0.32 for steps of 8).
+VOLUME_ELEMENTS_PER_STEP = 2**18
 
 
 def pairs_per_step(grid_bandwidth):
