@@ -35,6 +35,7 @@ from datasets import builders
 from datasets import contact_sheet
 from datasets import raycast
 from pipeline import presets
+from pipeline import runner
 from pipeline import stages as pipeline_stages
 
 FLAGS = flags.FLAGS
@@ -173,8 +174,9 @@ def run_stages(job, names=None):
     stage.run(job)
     if not stage.is_complete(job):
       raise RuntimeError(f'Stage {stage.name} finished but its outputs are incomplete')
-    _status(f'Stage {stage.name}: done in {pipeline_stages.runner.format_seconds(time.time() - start)}'
-            f' (pipeline {pipeline_stages.runner.format_seconds(time.time() - job_start)})')
+    took = runner.format_seconds(time.time() - start)
+    _status(f'Stage {stage.name}: done in {took} '
+            f'(pipeline {runner.format_seconds(time.time() - job_start)})')
 
 
 def _status(text):

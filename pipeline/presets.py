@@ -25,7 +25,7 @@ _COMMON = dict(
     synthesis_lr=ORIGINAL_LR, synthesis_lr_drops=ORIGINAL_DROPS,
     layers_per_block=2,
     upsample=(1, 2),
-    eval_max_pairs=2000,  # per pair kind: all same-instance pairs of the default, sampled diff
+    eval_max_pairs=2000,  # pairs per kind (same, diff), sampled
 )
 
 PRESETS = {
@@ -40,9 +40,10 @@ PRESETS = {
         eval_max_pairs=50,
     ),
     'default': dict(
-        # Sized on the 2-core CPU (per-step costs at batch 16, measured with short train.py runs
-        # on a busy machine): teacher 0.21 s, student and synthesis 0.35 s; the relative pose
-        # evaluation ~75 pairs/s. Total about 40 minutes, data set and exports included.
+        # Sized on the shared 2-core CPU with short runs of this preset (100 steps each, batch 16):
+        # teacher 0.19 s/step, student 0.22 s/step, synthesis 0.19 s/step on a quiet machine,
+        # 0.21 / 0.35 / 0.35 s/step while other jobs ran; relative pose 35-75 pairs/s; each
+        # program start and export ~30 s. Total: 40 minutes quiet, about 55 busy.
         _COMMON,
         instances_per_category=20, views_per_instance=16, bandwidth=16, image_size=32,
         # Six blocks, pooling at 4 and 6: blocks 1-3 keep B=16, and block3 (32 channels at B=16,
@@ -50,9 +51,11 @@ PRESETS = {
         teacher_filters=(16, 16, 32, 32, 64, 64), teacher_pool_blocks=(4, 6),
         teacher_embedding_block='block3',
         teacher_steps=2000, teacher_batch_size=16,  # 2560 training spheres: 12.5 epochs
-        student_steps=3000, synthesis_steps=1000, student_batch_size=16,
+        # The student is what the fmap-mode goal rests on: it gets most of the time.
+        student_steps=5000, synthesis_steps=1500, student_batch_size=16,
         base_channels=32, max_channels=256, n_latent=512, layers_per_block=2,
         checkpoint_every=200, summary_every=50,
+        eval_max_pairs=1000,  # per pair kind and call: 8 x 1000 pairs, about 3 minutes
     ),
     'paper': dict(
         _COMMON,
