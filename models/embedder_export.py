@@ -16,10 +16,10 @@ Each export also holds `config_json` (a string variable: input and output shapes
 Writes are atomic: the SavedModel is written beside the destination and renamed into place.
 """
 import json
-import os
-import shutil
 
 import tensorflow as tf
+
+from models import hub_export
 
 
 class _Embedder(tf.Module):
@@ -57,23 +57,6 @@ class _Synthesizer(tf.Module):
     return {'image': self.model(embeddings, training=False)['image']}
 
 
-def _save_atomic(module, export_dir, signatures):
-  export_dir = os.path.abspath(export_dir)
-  os.makedirs(os.path.dirname(export_dir), exist_ok=True)
-  tmp = f'{export_dir}.tmp{os.getpid()}'
-  shutil.rmtree(tmp, ignore_errors=True)
-  tf.saved_model.save(module, tmp, signatures=signatures)
-  if os.path.exists(export_dir):
-    # os.replace cannot overwrite a non-empty directory: move the old export aside first.
-    old = f'{export_dir}.old{os.getpid()}'
-    os.replace(export_dir, old)
-    os.replace(tmp, export_dir)
-    shutil.rmtree(old, ignore_errors=True)
-  else:
-    os.replace(tmp, export_dir)
-  return export_dir
-
-
 def _check_outputs(model, keys, builder):
   outputs = model.output if isinstance(model.output, dict) else {}
   missing = [k for k in keys if k not in outputs]
@@ -85,7 +68,7 @@ def export_embedder(student, export_dir):
   """Writes the student (a `models.build_student` model) as an embedder SavedModel."""
   _check_outputs(student, ('embedding', 'embedding_unit'), 'models.build_student')
   module = _Embedder(student)
-  return _save_atomic(module, export_dir, {'serving_default': module.embed,
+  return hub_export.save_atomic(module, export_dir, {'serving_default': module.embed,
                                            'serving_uint8': module.embed_uint8})
 
 
@@ -93,4 +76,4 @@ def export_synthesizer(model, export_dir):
   """Writes the synthesis model (a `models.build_synthesis` model) as a synthesiser SavedModel."""
   _check_outputs(model, ('image',), 'models.build_synthesis')
   module = _Synthesizer(model)
-  return _save_atomic(module, export_dir, {'serving_default': module.synthesize})
+  return hub_export.save_atomic(module, export_dir, {'serving_default': module.synthesize})
