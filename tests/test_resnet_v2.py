@@ -121,9 +121,11 @@ def test_spherical_strided_conv_commutes_with_even_longitude_rolls():
                              atol=1e-5)
 
 
-def test_batch_norm_uses_the_official_constants():
+def test_batch_norm_constants():
+  # Momentum 0.99, not the official 0.997: see BATCH_NORM_MOMENTUM.
   bn = resnet_v2.batch_norm()
-  assert bn.momentum == 0.997 and bn.epsilon == 1e-5 and bn.center and bn.scale
+  assert bn.momentum == resnet_v2.BATCH_NORM_MOMENTUM == 0.99
+  assert bn.epsilon == 1e-5 and bn.center and bn.scale
 
 
 @pytest.mark.parametrize('transpose,strides,out_size', [(False, 1, 8), (False, 2, 4),
