@@ -71,11 +71,16 @@ def select_meshes(meshes_dir, count, target_faces):
 # The naive baseline: what one would write first with trimesh.
 
 
-def naive_sphere(mesh, rotation, bandwidth):
+def _rotated_copy(mesh, rotation):
   rotated = mesh.copy()
   transform = np.eye(4)
   transform[:3, :3] = rotation
   rotated.apply_transform(transform)
+  return rotated
+
+
+def naive_sphere(mesh, rotation, bandwidth):
+  rotated = _rotated_copy(mesh, rotation)
   x = raycast.sphere_rays(bandwidth)
   origins, directions = (1 + raycast.RAY_START_OFFSET) * x, -x
   intersector = ray_pyembree.RayMeshIntersector(rotated)
@@ -89,10 +94,7 @@ def naive_sphere(mesh, rotation, bandwidth):
 
 
 def naive_view(mesh, rotation, size):
-  rotated = mesh.copy()
-  transform = np.eye(4)
-  transform[:3, :3] = rotation
-  rotated.apply_transform(transform)
+  rotated = _rotated_copy(mesh, rotation)
   directions = raycast.camera_rays(size)
   origins = np.repeat(raycast.camera_position()[None], len(directions), axis=0)
   intersector = ray_pyembree.RayMeshIntersector(rotated)

@@ -176,13 +176,19 @@ def test_mirrored_on_two_cpus_matches_one_device(teacher_dir, tmp_path):
     np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
 
 
+def _train_py_command(model_dir, npz_dir, teacher_dir, max_steps, *extra):
+  """The train.py command line of a tiny student run."""
+  return [sys.executable, os.path.join(ROOT, 'train.py'), '--model=student',
+          f'--model_dir={model_dir}', f'--npz_dir={npz_dir}', f'--tgt_embed_dir={teacher_dir}',
+          f'--max_steps={max_steps}', '--batch_size=4', '--checkpoint_every=2',
+          '--summary_every=2', '--layers_per_block=1', '--base_channels=8', '--max_channels=16',
+          '--n_latent=16', *extra]
+
+
 def _train_py(model_dir, npz_dir, teacher_dir, max_steps, *extra):
   return subprocess.run(
-      [sys.executable, os.path.join(ROOT, 'train.py'), '--model=student',
-       f'--model_dir={model_dir}', f'--npz_dir={npz_dir}', f'--tgt_embed_dir={teacher_dir}',
-       f'--max_steps={max_steps}', '--batch_size=4', '--checkpoint_every=2', '--summary_every=2',
-       '--layers_per_block=1', '--base_channels=8', '--max_channels=16', '--n_latent=16',
-       '--target_range_examples=8', *extra],
+      _train_py_command(model_dir, npz_dir, teacher_dir, max_steps, '--target_range_examples=8',
+                        *extra),
       cwd=ROOT, env=_subprocess_env(), capture_output=True, text=True, timeout=300)
 
 
@@ -196,10 +202,7 @@ def test_train_py_killed_run_resumes_at_its_last_checkpoint(teacher_dir, tmp_pat
   assert 'start_step=0' in first.stdout and 'final_step=2' in first.stdout
   # Now a long run, killed once it has written its step-4 checkpoint.
   proc = subprocess.Popen(
-      [sys.executable, os.path.join(ROOT, 'train.py'), '--model=student',
-       f'--model_dir={model_dir}', f'--npz_dir={npz_dir}', f'--tgt_embed_dir={teacher_dir}',
-       '--max_steps=100000', '--batch_size=4', '--checkpoint_every=2', '--summary_every=2',
-       '--layers_per_block=1', '--base_channels=8', '--max_channels=16', '--n_latent=16'],
+      _train_py_command(model_dir, npz_dir, teacher_dir, 100000),
       cwd=ROOT, env=_subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   try:
     deadline = time.time() + 240
