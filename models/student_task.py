@@ -26,6 +26,7 @@ from absl import flags
 import numpy as np
 import tensorflow as tf
 
+from datasets import inplane
 from models import embedder_export
 from models import hub_export
 from models import losses
@@ -42,11 +43,17 @@ flags.DEFINE_integer('n_latent', 1024, 'Size of the 1-D bottleneck.')
 flags.DEFINE_enum('loss', 'huber', losses.LOSSES, 'Elementwise loss on the [0, 1]-scaled maps.')
 flags.DEFINE_float('huber_delta', 0.1, 'Delta of the Huber loss (targets are in [0, 1]).')
 flags.DEFINE_bool('augment', False, 'Random brightness and contrast of the student input images.')
+flags.DEFINE_bool('inplane_rotations', True,
+                  'Turn every training example about the camera axis by a random multiple of '
+                  '2 pi / 2B (views rotated, spherical maps rolled: datasets.inplane).')
 flags.DEFINE_string('cache_targets', '',
                     "'' computes the teacher's targets in every step; 'memory' caches them in RAM "
                     'after the first epoch; any other value is a tf.data cache file prefix.')
 flags.DEFINE_integer('target_range_examples', 256,
                      'Training examples whose teacher embeddings set the [0, 1] scaling.')
+flags.DEFINE_float('target_range_percentile', 0.5,
+                   'The [0, 1] scaling maps this percentile of each channel to 0 and '
+                   '100 minus it to 1 (0: minimum and maximum).')
 flags.DEFINE_enum('synthesis_input', 'teacher', ['teacher', 'student'],
                   "Embeddings fed to the synthesis model: the teacher's or a student's.")
 flags.DEFINE_string('student_embedder_dir', None,
@@ -119,15 +126,19 @@ class StudentTask(training.Task):
       base_channels, max_channels, n_latent).
     loss, huber_delta: the elementwise loss.
     augment: photometric augmentation of the student's input images (student only).
+    inplane_rotations: turn each training example about the camera axis by a random multiple of
+      `2 pi / 2B` (`datasets.inplane.random_turns`): exact new examples at new rotations.
     cache_targets: '' (compute in every step), 'memory', or a cache file prefix.
     range_examples: examples used to fit the [0, 1] scaling.
+    range_percentile: its robust extremes (`students.fit_range`).
     range_file: where the fitted scaling is kept (reused if it exists); None: not kept.
     student_embedder_dir: for synthesis from a student's embeddings instead of the teacher's.
   """
 
   def __init__(self, kind, load_split, teacher_dir, teacher_key='embedding', model_options=None,
-               loss='huber', huber_delta=0.1, augment=False, cache_targets='',
-               range_examples=256, range_file=None, student_embedder_dir=None):
+               loss='huber', huber_delta=0.1, augment=False, inplane_rotations=False,
+               cache_targets='', range_examples=256, range_file=None,
+               student_embedder_dir=None, range_percentile=0.5):
     if kind not in KINDS:
       raise ValueError(f'--model must be one of {KINDS} for the student task, got {kind!r}')
     if augment and kind != 'student':
@@ -145,6 +156,8 @@ class StudentTask(training.Task):
     self.model_options = dict(model_options or {})
     self.loss, self.huber_delta = loss, huber_delta
     self.augment, self.cache_targets = augment, cache_targets
+    self.inplane_rotations = inplane_rotations
+    self.range_percentile = range_percentile
     spec = load_split('train').element_spec
     missing = [k for k in _EXAMPLE_KEYS if k not in spec]
     if missing:
@@ -171,7 +184,7 @@ class StudentTask(training.Task):
         return saved['low'], saved['high'], tuple(int(s) for s in saved['shape'])
     sample = self._load_split('train').take(max(int(num_examples), 1)).batch(64)
     embeddings = np.concatenate([self.embedding_of(b).numpy() for b in sample])
-    low, high = students.fit_range(embeddings)
+    low, high = students.fit_range(embeddings, self.range_percentile)
     shape = embeddings.shape[1:]
     if range_file:
       _save_npz_atomic(range_file, low=low, high=high, shape=np.asarray(shape))
@@ -208,7 +221,13 @@ class StudentTask(training.Task):
     if self.augment:
       ds = ds.map(lambda ex: dict(ex, image=augment_image(ex['image'])),
                   num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    ds = ds.batch(batch_size, drop_remainder=True)
+    if self.inplane_rotations:
+      # Whole columns of the embedding too, also when the teacher computes it from a turned sphere.
+      turns = min(self.embedding_shape[1], ds.element_spec['sphere'].shape[2])
+      ds = ds.map(lambda b: inplane.random_turns(b, turns=turns),
+                  num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
 
   def eval_dataset(self, batch_size, input_context=None):
     ds = self._with_cached_embeddings(self._examples('test', input_context), 'test')
@@ -261,7 +280,9 @@ def build_task(flags_values):
       f.model, load_split, f.tgt_embed_dir, f.tgt_embed_key,
       model_options=dict(layers_per_block=f.layers_per_block, base_channels=f.base_channels,
                          max_channels=f.max_channels, n_latent=f.n_latent),
-      loss=f.loss, huber_delta=f.huber_delta, augment=f.augment, cache_targets=f.cache_targets,
+      loss=f.loss, huber_delta=f.huber_delta, augment=f.augment,
+      inplane_rotations=f.inplane_rotations, range_percentile=f.target_range_percentile,
+      cache_targets=f.cache_targets,
       range_examples=f.target_range_examples,
       range_file=os.path.join(f.model_dir, 'target_range.npz'),
       student_embedder_dir=f.student_embedder_dir if f.synthesis_input == 'student' else None)

@@ -17,8 +17,11 @@ in colatitude ('spherical' mode), because a map lives on the sphere.
 Target scaling. The decoder of a student ends in a sigmoid, so its targets must lie in [0, 1]; the
 teacher's embeddings do not. Every model keeps a per-channel range `[low_c, high_c]` (an
 `AffineRange` layer, non-trainable weights, saved in checkpoints and exports), set once before
-training from the minimum and maximum of each channel over a sample of training targets
-(`fit_range`). Training compares the sigmoid output with `clip((t - low) / (high - low), 0, 1)`;
+training from robust extremes of each channel over a sample of training targets (`fit_range`:
+the 0.5th and 99.5th percentiles by default). Not the minimum and maximum: the teacher's features
+are heavy-tailed (maxima about 13 standard deviations above the mean), and a min-max range packs
+almost every target into a sliver near 0 (mean 0.12, std 0.06 in [0, 1]) where the sigmoid learns
+slowly; clipping the rarest 1% of values gave a lower test loss in equal steps. Training compares the sigmoid output with `clip((t - low) / (high - low), 0, 1)`;
 the model also outputs its prediction mapped back to the teacher's units, `low + (high - low) y`.
 The synthesis model applies the same map to its input embeddings.
 """
@@ -80,11 +83,15 @@ class AffineRange(keras.layers.Layer):
     return dict(super().get_config(), channels=self.channels, direction=self.direction)
 
 
-def fit_range(targets):
-  """Per-channel (min, max) of a batch of targets `[..., C]` -> two float32 arrays `[C]`."""
+def fit_range(targets, percentile=0.5):
+  """Per-channel `(low, high)` of targets `[..., C]` -> two float32 arrays `[C]`: the
+  `percentile`-th and `(100 - percentile)`-th percentiles (0: the minimum and maximum)."""
+  if not 0 <= percentile < 50:
+    raise ValueError(f'percentile must be in [0, 50), got {percentile!r}')
   t = np.asarray(targets, np.float32)
   t = t.reshape(-1, t.shape[-1])
-  return t.min(axis=0), t.max(axis=0)
+  low, high = np.percentile(t, [percentile, 100 - percentile], axis=0)
+  return low.astype(np.float32), high.astype(np.float32)
 
 
 def _channels(size, reference_size, base_channels, max_channels):

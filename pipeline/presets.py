@@ -14,6 +14,7 @@ teacher's default (1e-3, then 2e-4 at 2/3 and 4e-5 at 5/6 of the steps) is the o
 
 ORIGINAL_LR = (1e-3, 2e-4, 4e-5)
 ORIGINAL_DROPS = (32 / 48, 40 / 48)
+STUDENT_LR = (3e-4, 6e-5, 1.2e-5)  # the original's drops by 5, from a lower start (see 'default')
 
 _COMMON = dict(
     views_per_instance=8,
@@ -51,9 +52,15 @@ PRESETS = {
         teacher_filters=(16, 16, 32, 32, 64, 64), teacher_pool_blocks=(4, 6),
         teacher_embedding_block='block3',
         teacher_steps=2000, teacher_batch_size=16,  # 2560 training spheres: 12.5 epochs
-        # The student is what the fmap-mode goal rests on: it gets most of the time.
-        student_steps=5000, synthesis_steps=1500, student_batch_size=16,
-        base_channels=32, max_channels=256, n_latent=512, layers_per_block=2,
+        # The student is what the fmap-mode goal rests on: it gets most of the time, as many steps
+        # as fit. Measured with this preset's data and teacher (pose of held-out views, same
+        # instance): Adam at 3e-4 lowered the loss far faster than the original 1e-3 (0.68 vs 0.88
+        # of a mean predictor's loss after 11.7k steps, GPU replica); the narrow student (16..128
+        # channels, 256 latents) learns about as fast per step at 0.07 s/step instead of 0.2 here,
+        # and in-plane turns (datasets.inplane) keep the test loss near the training loss.
+        student_steps=12000, synthesis_steps=1500, student_batch_size=16,
+        student_lr=STUDENT_LR, synthesis_lr=STUDENT_LR,
+        base_channels=16, max_channels=128, n_latent=256, layers_per_block=2,
         checkpoint_every=200, summary_every=50,
         eval_max_pairs=1000,  # per pair kind and call: 8 x 1000 pairs, about 3 minutes
     ),

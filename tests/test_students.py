@@ -110,7 +110,7 @@ def test_sizes_not_powers_of_two_are_refused(bad):
 def test_affine_range_round_trip_and_clipping():
   layer = students.AffineRange(3)
   targets = np.random.default_rng(0).normal(size=(5, 4, 4, 3)).astype(np.float32) * [1, 5, 0.1]
-  low, high = students.fit_range(targets)
+  low, high = students.fit_range(targets, percentile=0)
   np.testing.assert_allclose(low, targets.reshape(-1, 3).min(0))
   layer.set_range(low, high)
   unit = layer.to_unit(tf.constant(targets)).numpy()
@@ -121,6 +121,41 @@ def test_affine_range_round_trip_and_clipping():
   np.testing.assert_allclose(layer.high.numpy(), [2, 2, 2])
 
 
+def test_robust_range_ignores_rare_extremes():
+  rng = np.random.default_rng(1)
+  targets = rng.normal(size=(4000, 2)).astype(np.float32)
+  targets[0] = [50.0, -50.0]  # one outlier per channel
+  low, high = students.fit_range(targets)  # 0.5th and 99.5th percentiles
+  np.testing.assert_allclose(low, np.sort(targets, axis=0)[20], atol=0.05)
+  assert np.all(np.abs(low + 2.58) < 0.2) and np.all(np.abs(high - 2.58) < 0.2)
+  full_low, full_high = students.fit_range(targets, percentile=0)
+  assert full_high[0] == 50.0 and full_low[1] == -50.0
+  with pytest.raises(ValueError, match='percentile'):
+    students.fit_range(targets, percentile=50)
+
+
+def test_task_turns_training_examples_about_the_camera_axis(teacher_dir):
+  examples = {'train': make_examples(8), 'test': make_examples(4, seed=1)}
+  # Spheres that vary in longitude, so that every roll is visible.
+  examples['train']['sphere'] = np.random.default_rng(2).random(
+      examples['train']['sphere'].shape).astype(np.float32)
+  task = student_task.StudentTask('student', in_memory_split(examples), teacher_dir,
+                                  model_options=TINY, range_examples=8, inplane_rotations=True)
+  spheres = examples['train']['sphere']
+  shifts = []
+  for batch in task.train_dataset(8).take(3):
+    for sphere in batch['sphere'].numpy():
+      matches = [(i, k) for i in range(len(spheres)) for k in range(sphere.shape[1])
+                 if np.allclose(np.roll(spheres[i], k, axis=1), sphere)]
+      assert matches, 'a turned sphere must be a longitude roll of a training sphere'
+      shifts.append(matches[0][1])
+  assert len(set(shifts)) > 1
+  plain = student_task.StudentTask('student', in_memory_split(examples), teacher_dir,
+                                   model_options=TINY, range_examples=8)
+  for batch in plain.train_dataset(8).take(1):
+    assert all(any(np.array_equal(s, t) for t in spheres) for s in batch['sphere'].numpy())
+
+
 def test_task_targets_scaling_and_loss(teacher_dir, tmp_path):
   examples = {'train': make_examples(16), 'test': make_examples(4, seed=1)}
   range_file = str(tmp_path / 'range.npz')
@@ -128,8 +163,9 @@ def test_task_targets_scaling_and_loss(teacher_dir, tmp_path):
                                   model_options=TINY, range_examples=16, range_file=range_file)
   teacher = TeacherStandIn(4)
   expected = teacher(tf.constant(examples['train']['sphere']))['embedding'].numpy()
-  np.testing.assert_allclose(task.range_low, expected.reshape(-1, 3).min(0), rtol=1e-5)
-  np.testing.assert_allclose(task.range_high, expected.reshape(-1, 3).max(0), rtol=1e-5)
+  flat = expected.reshape(-1, 3)
+  np.testing.assert_allclose(task.range_low, np.percentile(flat, 0.5, axis=0), rtol=1e-5)
+  np.testing.assert_allclose(task.range_high, np.percentile(flat, 99.5, axis=0), rtol=1e-5)
   assert task.embedding_shape == (4, 4, 3)
   assert os.path.exists(range_file)
   model = task.make_model()
@@ -228,7 +264,8 @@ def test_synthesis_from_a_students_embeddings(teacher_dir, tmp_path):
   images = examples['train']['image']
   expected = student(images, training=False)['embedding'].numpy()
   np.testing.assert_allclose(task.embedding_of({'image': images}), expected, atol=1e-5)
-  np.testing.assert_allclose(task.range_low, expected.reshape(-1, 3).min(0), atol=1e-5)
+  np.testing.assert_allclose(task.range_low, np.percentile(expected.reshape(-1, 3), 0.5, axis=0),
+                             atol=1e-5)
   model = task.make_model()
   loss, _ = task.loss_and_metrics(model, next(iter(task.train_dataset(4))), training=False)
   assert loss.shape == (4,)
