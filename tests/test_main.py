@@ -209,6 +209,12 @@ def test_whole_pipeline_tiny_then_skip_then_resume(tmp_path):
       for upsample in (1, 2):
         assert f'| {mode} | {kind} | {upsample} |' in table
   assert '| teacher | 4 | accuracy |' in table and 'psnr_db' in table
+  # The flip-tolerant median comes from the same pairs as the row's plain errors.
+  with np.load(eval_dir / 'test_embeddings.fmap.same.pairs.npz') as pairs:
+    raw = pairs['raw_error_deg']
+  row = next(line for line in table.splitlines() if line.startswith('| fmap | same | 1 |'))
+  assert float(row.strip(' |').split('|')[-1]) == pytest.approx(
+      np.median(np.minimum(raw, 180 - raw)), abs=1e-3)
 
   # A rerun skips every stage.
   stdout = _run_main(out)
