@@ -14,7 +14,7 @@ Stages (each skipped when its outputs are complete, unless --force):
   relative_pose   evaluate.py align: target and fmap modes, same and different instances, with and
                   without upsampling; eval/results.csv and error CDF plots
   view_synthesis  evaluate.py synthesis: L1, PSNR, SSIM and image grids in eval/
-  results         results.md: the tables above plus the models' test metrics
+  results         results.md: the tables above plus the models' test metrics; training_curves.png
 Settings come from --preset (pipeline/presets.py: tiny, default, paper); flags override single
 values. The training and evaluation stages run as subprocesses (logs in <output_dir>/logs/) and
 print progress lines (step, steps/s, ETA); a killed run resumes from the last checkpoint. At the

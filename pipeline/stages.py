@@ -21,6 +21,7 @@ import time
 import numpy as np
 
 from evaluation import alignment as alignment_lib
+from evaluation import curves as curves_lib
 from evaluation import results as results_lib
 from evaluation.files import atomic_write_text
 from pipeline import presets
@@ -30,6 +31,7 @@ EMBEDDINGS = 'test_embeddings'
 ALIGN_CSV = 'results.csv'
 SYNTHESIS_CSV = 'synthesis_results.csv'
 RESULTS_MD = 'results.md'
+CURVES_PNG = 'training_curves.png'
 # Goals of the main job on the default's test split (unseen instances).
 GOAL_TARGET_MEDIAN_DEG = 5.0
 GOAL_FMAP_SAME_MEDIAN_DEG = 15.0
@@ -76,7 +78,9 @@ def train_args(job, model):
           f'--data_dir={job.data_dir}', f'--data_config={json.dumps(_data_config(job))}',
           f'--batch_size={batch}', f'--max_steps={steps}',
           f'--lr_boundaries={_join(boundaries)}', f'--lr_values={_join(values)}',
-          f'--checkpoint_every={s["checkpoint_every"]}', f'--summary_every={s["summary_every"]}']
+          f'--checkpoint_every={s["checkpoint_every"]}', f'--summary_every={s["summary_every"]}',
+          # Ten evaluations on the test split per run: the test curves of training_curves.png.
+          f'--eval_every={max(1, steps // 10)}']
   if model == 'teacher':
     args += [f'--teacher_filters={_join(s["teacher_filters"])}',
              f'--teacher_pool_blocks={_join(s["teacher_pool_blocks"])}',
@@ -346,11 +350,23 @@ def _results_settings(job):
                                      'synthesis')}
 
 
+def write_training_curves(job):
+  """`training_curves.png`: loss and metric of each model, train and test, from its summaries."""
+  curves_lib.plot_training_curves(path(job, CURVES_PNG), {
+      'teacher': (path(job, 'teacher'), ['accuracy']),
+      'student': (path(job, 'student'), ['relative_error']),
+      'synthesis': (path(job, 'synthesis'), ['relative_error'])})
+
+
 def run_results(job):
   settings = _results_settings(job)
   target = path(job, RESULTS_MD)
-  _run_recorded(job, 'results', settings, [target],
-                lambda: atomic_write_text(target, results_markdown(job)))
+
+  def work():
+    write_training_curves(job)
+    atomic_write_text(target, results_markdown(job))
+
+  _run_recorded(job, 'results', settings, [target, path(job, CURVES_PNG)], work)
 
 
 def results_complete(job):

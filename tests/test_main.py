@@ -201,6 +201,7 @@ def test_whole_pipeline_tiny_then_skip_then_resume(tmp_path):
                'test_embeddings.cdf.png', 'test_embeddings+up2.cdf.png',
                'test_embeddings.fmap.same.grid.png', 'test_embeddings.target.diff.grid.png'):
     assert os.path.isfile(eval_dir / name), name
+  assert os.path.isfile(out / 'training_curves.png')
   with open(out / 'results.md') as f:
     table = f.read()
   assert table in stdout  # printed
