@@ -13,10 +13,13 @@ images and spheres: the rate does not depend on their content.
 import argparse
 import json
 import os
+import sys
 import tempfile
 import time
 
-import numpy as np
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # pylint: disable=g-import-not-at-top
 import tensorflow as tf
 
 from models import student_task
