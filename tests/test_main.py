@@ -233,3 +233,12 @@ def test_whole_pipeline_tiny_then_skip_then_resume(tmp_path):
   for stage in ('student', 'embeddings', 'relative_pose', 'view_synthesis', 'results'):
     assert f'Stage {stage}: done' in stdout, stage
   assert 'Stage synthesis: outputs complete, skipped' in stdout
+
+
+def test_chance_levels_of_the_results_match_random_rotations():
+  from geometry import random_rotations  # pylint: disable=g-import-not-at-top
+  rotations = random_rotations(40000, seed=3)
+  errors = np.degrees(np.arccos(np.clip((np.trace(rotations, axis1=1, axis2=2) - 1) / 2, -1, 1)))
+  assert np.median(errors) == pytest.approx(stages.CHANCE_MEDIAN_DEG, abs=1.0)
+  assert np.median(np.minimum(errors, 180 - errors)) == pytest.approx(
+      stages.CHANCE_FLIP_TOLERANT_MEDIAN_DEG, abs=1.0)
