@@ -38,6 +38,11 @@ def run_name(embeddings_path, name=None, normalize=False, upsample=1, symmetric=
   return '+'.join([base] + tags)
 
 
+def pairs_record_path(out_dir, label, mode, kind):
+  """Where `align_command` keeps the per-pair records of one (run name, mode, pair kind)."""
+  return os.path.join(out_dir, f'{label}.{mode}.{kind}.pairs.npz')
+
+
 def default_results_csv(embeddings_path, filename='results.csv'):
   """`results.csv` (or `filename`) in the folder of the embeddings file."""
   return os.path.join(os.path.dirname(os.path.abspath(embeddings_path)), filename)
@@ -74,7 +79,7 @@ def align_command(embeddings_path, pair_kinds=('same',), modes=('fmap',), upsamp
                                     normalize=normalize, progress=progress)
       row = dict(run['stats'], name=label, mode=mode, pairs=kind)
       results.append_row(results_csv, row, results.ALIGNMENT_HEADER)
-      atomic_write_npz(os.path.join(out_dir, f'{label}.{mode}.{kind}.pairs.npz'),
+      atomic_write_npz(pairs_record_path(out_dir, label, mode, kind),
                        pairs=run['pairs'], estimated=run['estimated'], true=run['true'],
                        raw_error_deg=run['raw_error_deg'], error_deg=run['error_deg'],
                        **_pair_ids(data, run['pairs']))

@@ -21,7 +21,8 @@ training from robust extremes of each channel over a sample of training targets 
 the 0.5th and 99.5th percentiles by default). Not the minimum and maximum: the teacher's features
 are heavy-tailed (maxima about 13 standard deviations above the mean), and a min-max range packs
 almost every target into a sliver near 0 (mean 0.12, std 0.06 in [0, 1]) where the sigmoid learns
-slowly; clipping the rarest 1% of values gave a lower test loss in equal steps. Training compares the sigmoid output with `clip((t - low) / (high - low), 0, 1)`;
+slowly; clipping the rarest 1% of values gave a lower test loss in equal steps. Training
+compares the sigmoid output with `clip((t - low) / (high - low), 0, 1)`;
 the model also outputs its prediction mapped back to the teacher's units, `low + (high - low) y`.
 The synthesis model applies the same map to its input embeddings.
 """

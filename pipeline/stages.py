@@ -21,6 +21,7 @@ import time
 import numpy as np
 
 from evaluation import alignment as alignment_lib
+from evaluation import commands as eval_commands
 from evaluation import curves as curves_lib
 from evaluation import results as results_lib
 from evaluation.files import atomic_write_text
@@ -298,7 +299,8 @@ def _add_flip_tolerant_medians(job, rows):
   """
   for row in rows:
     row['sym_median_deg'] = ''
-    pairs_file = path(job, 'eval', f'{row["name"]}.{row["mode"]}.{row["pairs"]}.pairs.npz')
+    pairs_file = eval_commands.pairs_record_path(path(job, 'eval'), row['name'], row['mode'],
+                                                 row['pairs'])
     if os.path.exists(pairs_file):
       with np.load(pairs_file) as data:
         folded = alignment_lib.fold_symmetric(data['raw_error_deg'])

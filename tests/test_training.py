@@ -192,14 +192,19 @@ def _train_py(model_dir, npz_dir, teacher_dir, max_steps, *extra):
       cwd=ROOT, env=_subprocess_env(), capture_output=True, text=True, timeout=300)
 
 
+def _train_first_two_steps(model_dir, npz_dir, teacher_dir):
+  """A fresh two-step run of train.py (no export) that must start at 0 and end at 2."""
+  first = _train_py(model_dir, npz_dir, teacher_dir, 2, '--noexport')
+  assert first.returncode == 0, first.stderr[-3000:]
+  assert 'start_step=0' in first.stdout and 'final_step=2' in first.stdout
+
+
 @pytest.mark.slow
 def test_train_py_killed_run_resumes_at_its_last_checkpoint(teacher_dir, tmp_path):
   """A run SIGKILLed after its step-2 checkpoint resumes there, not at 0."""
   npz_dir = write_npz_splits(str(tmp_path / 'data'), num_train=16, num_test=4, image_size=16)
   model_dir = str(tmp_path / 'run')
-  first = _train_py(model_dir, npz_dir, teacher_dir, 2, '--noexport')
-  assert first.returncode == 0, first.stderr[-3000:]
-  assert 'start_step=0' in first.stdout and 'final_step=2' in first.stdout
+  _train_first_two_steps(model_dir, npz_dir, teacher_dir)
   # Now a long run, killed once it has written its step-4 checkpoint.
   proc = subprocess.Popen(
       _train_py_command(model_dir, npz_dir, teacher_dir, 100000),
@@ -228,9 +233,7 @@ def test_train_py_killed_run_resumes_at_its_last_checkpoint(teacher_dir, tmp_pat
 def test_train_py_resumes_with_a_larger_max_steps(teacher_dir, tmp_path):
   npz_dir = write_npz_splits(str(tmp_path / 'data'), num_train=8, num_test=4, image_size=16)
   model_dir = str(tmp_path / 'run')
-  first = _train_py(model_dir, npz_dir, teacher_dir, 2, '--noexport')
-  assert first.returncode == 0, first.stderr[-3000:]
-  assert 'start_step=0' in first.stdout and 'final_step=2' in first.stdout
+  _train_first_two_steps(model_dir, npz_dir, teacher_dir)
   second = _train_py(model_dir, npz_dir, teacher_dir, 3, '--noexport')
   assert second.returncode == 0, second.stderr[-3000:]
   assert 'start_step=2' in second.stdout and 'final_step=3' in second.stdout
