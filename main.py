@@ -61,6 +61,8 @@ flags.DEFINE_integer('synthesis_steps', None, 'Training steps of the synthesis m
 flags.DEFINE_integer('teacher_batch_size', None, 'Batch size of the teacher (preset).')
 flags.DEFINE_integer('student_batch_size', None,
                      'Batch size of the student and synthesis models (preset).')
+flags.DEFINE_float('degree_loss_weight', None,
+                   "Weight of the student's degree loss, 0 = off (preset; models.student_task).")
 flags.DEFINE_integer('sheet_instances', 4, 'Instances per contact sheet.')
 flags.DEFINE_list('stages', None, 'Stages to run (default: all), in pipeline order.')
 flags.DEFINE_bool('force', False, 'Redo the stages even when their outputs are complete.')
@@ -221,7 +223,7 @@ def job_from_flags():
         k: FLAGS[k].value for k in ('views_per_instance', 'instances_per_category', 'bandwidth',
                                     'image_size', 'teacher_steps', 'student_steps',
                                     'synthesis_steps', 'teacher_batch_size',
-                                    'student_batch_size')})
+                                    'student_batch_size', 'degree_loss_weight')})
   except ValueError as e:
     raise app.UsageError(str(e)) from e
   if FLAGS.mesh_dir and not os.path.isdir(FLAGS.mesh_dir):

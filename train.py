@@ -14,6 +14,7 @@ import sys
 from absl import app
 from absl import flags
 from absl import logging
+import keras
 
 from models import training
 
@@ -47,6 +48,9 @@ flags.DEFINE_integer('summary_every', 100, 'Steps between TensorBoard scalar sum
 flags.DEFINE_integer('eval_every', 0,
                      'Steps between evaluations on the test split (one always runs at the end).')
 flags.DEFINE_integer('eval_batches', 0, 'Batches per evaluation (0: the whole test split).')
+flags.DEFINE_integer('seed', 0,
+                     'Seeds Python, NumPy and TensorFlow (initial weights, data order, augmentation) '
+                     'so that a run repeats; -1 leaves them unseeded.')
 flags.DEFINE_bool('export', True, 'Export the trained model to MODEL_DIR/export at the end.')
 flags.mark_flags_as_required(['model', 'model_dir'])
 
@@ -89,6 +93,8 @@ def main(argv):
     _configure_logical_cpus(FLAGS.logical_cpu_devices)
   # The strategy first: multi-worker strategies must exist before any other TensorFlow op.
   strategy = training.make_strategy(FLAGS.distribution_strategy, FLAGS.tpu)
+  if FLAGS.seed >= 0:
+    keras.utils.set_random_seed(FLAGS.seed)
   module = import_task_module(FLAGS.model)
   task = module.build_task(FLAGS)
   try:

@@ -98,10 +98,12 @@ def naive_view(mesh, rotation, size):
   directions = raycast.camera_rays(size)
   origins = np.repeat(raycast.camera_position()[None], len(directions), axis=0)
   intersector = ray_pyembree.RayMeshIntersector(rotated)
-  _, ray, face = intersector.intersects_location(origins, directions, multiple_hits=False)
+  locations, ray, face = intersector.intersects_location(origins, directions,
+                                                         multiple_hits=False)
   image = np.zeros(len(directions))
   cos = np.abs(np.einsum('ij,ij->i', rotated.face_normals[face], directions[ray]))
-  image[ray] = raycast.AMBIENT + (1 - raycast.AMBIENT) * cos
+  distance = np.linalg.norm(locations - origins[ray], axis=1)
+  image[ray] = raycast.shade(cos, distance)
   return image.reshape(size, size, 1).astype(np.float32)
 
 

@@ -14,6 +14,7 @@ Both directions are an FFT over longitude and a matrix product with a cached ass
 table over colatitude (`correlation.legendre`), per order m. The forward transform is exact (up to rounding) for maps of bandwidth B, thanks to the exact quadrature
 weights; `inverse(forward(f)) == f` for those, and `forward(inverse(c)) == c` for any coefficients.
 """
+import numpy as np
 import tensorflow as tf
 
 from correlation import legendre
@@ -102,3 +103,16 @@ def inverse(coeffs):
   maps = tf.reshape(maps, [-1, channels, 2 * b_max, 2 * b_max])
   maps = tf.transpose(maps, [0, 2, 3, 1])
   return tf.reshape(maps, tf.concat([batch_shape, [2 * b_max, 2 * b_max, channels]], 0))
+
+
+def degree_power(coeffs):
+  """`||P_l f||^2 = sum_{|m| <= l} |f_l^m|^2` per degree: `[..., B, B, C]` -> real `[..., B (l), C]`.
+
+  The squared L2 norm over the sphere of each degree's part of the map (Parseval; the negative
+  orders mirror the positive ones, so `m > 0` counts twice); summed over l it is `||f||^2`.
+  """
+  b_max = coeffs.shape[-2]
+  order_weight = tf.constant(np.where(np.arange(b_max) > 0, 2.0, 1.0)[:, None],
+                             coeffs.dtype.real_dtype)
+  return tf.reduce_sum(tf.abs(coeffs) ** 2 * order_weight, axis=-2)
+

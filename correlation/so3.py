@@ -52,10 +52,7 @@ def normalize_coefficients(coeffs, epsilon=1e-8):
   b_max = coeffs.shape[-3]
   keep_degree = np.where(np.arange(b_max) > 0, 1.0, 0.0)[:, None, None]
   centred = coeffs * tf.constant(keep_degree, coeffs.dtype)
-  # ||f||^2 = sum_l |f_l^0|^2 + 2 sum_{m>0} |f_l^m|^2 (negative orders mirror the positive ones).
-  order_weight = np.where(np.arange(b_max) > 0, 2.0, 1.0)[None, :, None]
-  power = tf.abs(centred) ** 2 * tf.constant(order_weight, coeffs.dtype.real_dtype)
-  norm = tf.sqrt(tf.reduce_sum(power, axis=[-3, -2], keepdims=True))
+  norm = tf.sqrt(tf.reduce_sum(sht.degree_power(centred), axis=-2))[..., None, None, :]
   return centred / tf.cast(tf.maximum(norm, epsilon), coeffs.dtype)
 
 

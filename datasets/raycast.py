@@ -41,7 +41,15 @@ at the origin along -z, image up = +y, image right = +x, row 0 = top; each pixel
 through the pixel's centre. With `CAMERA_DISTANCE = 3` the unit sphere subtends a half-angle of
 asin(1/3) = 19.47 degrees, and the field of view `FIELD_OF_VIEW_DEG = 40` fits it with a margin
 of 3% of the half-width. The light is a point light at the camera, so the shading of a hit is
-`AMBIENT + (1 - AMBIENT) |cos|` (Lambertian, two-sided, with ambient); background pixels are 0.
+`AMBIENT + (1 - AMBIENT) |cos|` (Lambertian, two-sided, with ambient), dimmed with distance
+(depth cueing) by the factor `1 - DEPTH_CUE (distance - (CAMERA_DISTANCE - 1)) / 2`, from 1 at the
+unit sphere's nearest point to `1 - DEPTH_CUE` at its farthest (`shade`); background pixels are 0.
+Why the depth cue: with a headlight, |cos| shading is nearly the same for a shape and its mirror
+image through the plane z = 0 (perspective is the only difference), so a view hardly tells the
+front of a mirror-symmetric shape from its back, and a student that maps views to spherical
+embeddings cannot learn their odd degrees (the part that tells a pose from its 180-degree flips).
+Measured with students on the default preset's data: the depth cue doubled the correlation of the
+predicted degree-1 harmonics with the teacher's (0.156 vs 0.087 after 6000 steps).
 The view depth is the Euclidean distance from the camera centre to the hit (in [2, 4] for a
 normalised mesh), 0 on the background.
 
@@ -81,6 +89,7 @@ _UNIT_BALL_TOLERANCE = 1e-4
 CAMERA_DISTANCE = 3.0
 FIELD_OF_VIEW_DEG = 40.0
 AMBIENT = 0.2
+DEPTH_CUE = 0.6
 
 BASE_SPHERE_CHANNELS = ('depth', 'cos')
 # channel name -> (surface it is cast against, quantity)
@@ -412,7 +421,7 @@ class MeshRaycaster:
     distance, abs_cos = self.cast(origins, directions)
     hit = np.isfinite(distance)
     shape = (count, size, size, 1)
-    image = np.where(hit, AMBIENT + (1 - AMBIENT) * abs_cos, 0.0).astype(np.float32).reshape(shape)
+    image = np.where(hit, shade(abs_cos, distance), 0.0).astype(np.float32).reshape(shape)
     if not (return_depth or return_mask):
       return image
     outputs = [image]
@@ -421,6 +430,23 @@ class MeshRaycaster:
     if return_mask:
       outputs.append(hit.reshape(shape))
     return tuple(outputs)
+
+
+def shade(abs_cos, distance):
+  """The grey level of a hit (module docstring): Lambertian with ambient, dimmed with `distance`.
+
+  Args:
+    abs_cos: `|cos|` of the angle between the camera ray and the surface normal, any shape.
+    distance: distance from the camera centre to the hit, in [CAMERA_DISTANCE - 1,
+      CAMERA_DISTANCE + 1] for a normalised mesh, same shape (clipped to that range).
+
+  Returns:
+    `(AMBIENT + (1 - AMBIENT) |cos|) (1 - DEPTH_CUE t)`, `t` = the distance mapped to [0, 1];
+    in [AMBIENT (1 - DEPTH_CUE), 1].
+  """
+  near = CAMERA_DISTANCE - 1.0
+  depth = np.clip((np.asarray(distance) - near) / 2.0, 0.0, 1.0)
+  return (AMBIENT + (1 - AMBIENT) * np.asarray(abs_cos)) * (1 - DEPTH_CUE * depth)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -5,8 +5,12 @@ Spherical maps `[N, 2B, 2B, C]` are averaged with the `sin(beta)` area weights o
 images are averaged plainly. Every function returns one value per example, `[N]`, which the
 training loop averages over the global batch.
 """
+import math
+
+import numpy as np
 import tensorflow as tf
 
+from correlation import sht
 from geometry import area_weights
 
 LOSSES = ('huber', 'l1', 'l2')
@@ -59,4 +63,23 @@ def relative_error(pred, target, spherical=True, eps=1e-6):
   original code; area-weighted on spheres."""
   reduce = sphere_mean if spherical else image_mean
   return reduce(tf.abs(pred - target) / (tf.abs(pred) + tf.abs(target) + eps))
+
+
+def degree_loss(pred, target, degree_weights):
+  """Per-example `sum_l w_l mean_c ||P_l (pred - target)||^2 / (4 pi)` `[N]`, on spheres.
+
+  `P_l` keeps the degree-l part of a map (`correlation.sht.degree_power`), so each term is the
+  mean squared error over the sphere of one degree's part, rotation invariant like the map loss.
+
+  Args:
+    pred, target: spherical maps `[N, 2B, 2B, C]`.
+    degree_weights: `[B]` weights `w_l` (0 leaves a degree out).
+  """
+  weights = np.asarray(degree_weights, np.float64)
+  if weights.shape != (pred.shape[1] // 2,):
+    raise ValueError(f'degree_weights: one weight per degree < B = {pred.shape[1] // 2} expected, '
+                     f'got shape {weights.shape}')
+  power = sht.degree_power(sht.forward(pred - target))                      # [N, B, C]
+  weights = tf.constant(weights / (4 * math.pi), power.dtype)[:, None]
+  return tf.reduce_mean(tf.reduce_sum(power * weights, axis=1), axis=1)
 

@@ -26,6 +26,7 @@ _COMMON = dict(
     synthesis_lr=ORIGINAL_LR, synthesis_lr_drops=ORIGINAL_DROPS,
     layers_per_block=2,
     upsample=(1, 2),
+    degree_loss_weight=0.0, degree_loss_degrees=(1, 2, 3, 4),  # models.student_task
     eval_max_pairs=2000,  # pairs per kind (same, diff), sampled
 )
 
@@ -37,6 +38,7 @@ PRESETS = {
         teacher_steps=4, teacher_batch_size=8,
         student_steps=4, synthesis_steps=4, student_batch_size=8,
         base_channels=8, max_channels=16, n_latent=16, layers_per_block=1,
+        degree_loss_weight=1.0,
         checkpoint_every=2, summary_every=2,
         eval_max_pairs=50,
     ),
@@ -58,7 +60,11 @@ PRESETS = {
         # of a mean predictor's loss after 11.7k steps, GPU replica); the narrow student (16..128
         # channels, 256 latents) learns about as fast per step at 0.07 s/step instead of 0.2 here,
         # and in-plane turns (datasets.inplane) keep the test loss near the training loss.
-        student_steps=12000, synthesis_steps=1500, student_batch_size=16,
+        # The degree loss weighs degrees 1-4 alike next to the map loss: at 4000 steps it lifted
+        # the correlation of the predicted degrees 1 and 2 with the teacher's from 0.01 and 0.06 to
+        # 0.44 and 0.57, and lowered the map loss too (0.75 vs 0.78 of a mean predictor's).
+        degree_loss_weight=1.0,
+        student_steps=16000, synthesis_steps=3000, student_batch_size=16,
         student_lr=STUDENT_LR, synthesis_lr=STUDENT_LR,
         base_channels=16, max_channels=128, n_latent=256, layers_per_block=2,
         checkpoint_every=200, summary_every=50,

@@ -95,6 +95,9 @@ def train_args(job, model):
              f'--base_channels={s["base_channels"]}', f'--max_channels={s["max_channels"]}',
              f'--n_latent={s["n_latent"]}', f'--layers_per_block={s["layers_per_block"]}',
              '--cache_targets=memory']
+  if model == 'student':
+    args += [f'--degree_loss_weight={s["degree_loss_weight"]}',
+             f'--degree_loss_degrees={_join(s["degree_loss_degrees"])}']
   return args
 
 

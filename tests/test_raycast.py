@@ -223,6 +223,44 @@ def test_view_of_unit_ball_is_the_documented_disc():
   np.testing.assert_allclose(image[centre, centre, 0], 1.0, atol=1e-3)  # head-on, light at camera
   # Lambert: |cos| at pixel offset r from the centre falls as the sphere curves away.
   assert image[centre, centre + 15, 0] < image[centre, centre + 5, 0] < 1
+  # Every hit pixel against the exact sphere: the ray o + t r meets |x| = 1 at the smaller root t,
+  # where the normal is x itself; the grey level is the documented shading of (|cos|, t).
+  rays = datasets.camera_rays(size)
+  origin = np.array([0.0, 0.0, d])
+  half_b = rays @ origin
+  t = -half_b - np.sqrt(np.maximum(half_b**2 - (d * d - 1), 0.0))
+  abs_cos = np.abs(np.einsum('ij,ij->i', origin + t[:, None] * rays, rays))
+  expected = ((raycast.AMBIENT + (1 - raycast.AMBIENT) * abs_cos) *
+              (1 - raycast.DEPTH_CUE * (t - (d - 1)) / 2)).reshape(size, size)
+  inner = mask[..., 0] & (np.abs(half_b**2 - (d * d - 1)).reshape(size, size) > 0.02)
+  # Flat facets of the icosphere tilt normals slightly: loose per pixel, tight on average.
+  error = np.abs(image[..., 0][inner] - expected[inner])
+  assert error.max() < 0.025 and error.mean() < 0.004, (error.max(), error.mean())
+  np.testing.assert_allclose(depth[..., 0][inner], t.reshape(size, size)[inner], atol=2e-3)
+
+
+def test_depth_cue_dims_farther_surfaces_by_the_documented_factor():
+  """Two squares facing the camera, one nearer: head-on both, so only the depth cue differs."""
+  near_square = trimesh.creation.box([0.5, 0.5, 0.02])
+  near_square.apply_translation([-0.3, 0.0, 0.5])
+  far_square = trimesh.creation.box([0.5, 0.5, 0.02])
+  far_square.apply_translation([0.3, 0.0, -0.5])
+  # Already inside the unit ball: no normalisation, so the depths are known.
+  image, depth, mask = datasets.render_view(trimesh.util.concatenate([near_square, far_square]),
+                                            size=64, return_depth=True, return_mask=True)
+  d = datasets.CAMERA_DISTANCE
+  rays = datasets.camera_rays(64).reshape(64, 64, 3)
+  greys = []
+  for column, z in ((20, 0.51), (44, -0.49)):  # the squares' faces towards the camera
+    ray = rays[32, column]
+    distance = (d - z) / -ray[2]  # where the pixel's ray meets the plane of the face
+    assert mask[32, column, 0]
+    np.testing.assert_allclose(depth[32, column, 0], distance, atol=1e-4)
+    np.testing.assert_allclose(image[32, column, 0], raycast.shade(-ray[2], distance), atol=1e-4)
+    greys.append(image[32, column, 0])
+  assert greys[1] < greys[0] - 0.2
+  np.testing.assert_allclose(raycast.shade(1.0, d - 1), 1.0)
+  np.testing.assert_allclose(raycast.shade(0.0, d + 1), raycast.AMBIENT * (1 - raycast.DEPTH_CUE))
 
 
 def test_view_conventions_up_is_plus_y_right_is_plus_x_near_is_plus_z():
@@ -298,7 +336,7 @@ def test_view_values_background_and_rotated_rays_path(sample_meshes):
     assert image.min() == 0 and image.max() <= 1
     np.testing.assert_array_equal(image[~mask], 0)
     np.testing.assert_array_equal(depth[~mask], 0)
-    assert image[mask].min() >= raycast.AMBIENT - 1e-6
+    assert image[mask].min() >= raycast.AMBIENT * (1 - raycast.DEPTH_CUE) - 1e-6
     d = datasets.CAMERA_DISTANCE
     assert depth[mask].min() >= d - 1 - 1e-4 and depth[mask].max() <= d + 1 + 1e-4
     for rotation, got in zip(rotations, image):

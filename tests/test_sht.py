@@ -4,8 +4,10 @@ import pytest
 import tensorflow as tf
 from scipy.special import sph_harm_y
 
+from correlation import rotation
 from correlation import sht
 from geometry import grids
+from geometry import rotations
 
 
 def random_coefficients(rng, b, channels, batch=()):
@@ -81,6 +83,24 @@ def test_linear_batched_and_parseval():
   integral = np.sum(grids.quadrature_weights(b)[:, None, None] * band_limited**2, (0, 1))
   order_weight = np.where(np.arange(b) == 0, 1.0, 2.0)[None, :, None]
   np.testing.assert_allclose(integral, np.sum(order_weight * np.abs(cg)**2, (0, 1)), rtol=1e-10)
+
+
+def test_degree_power_is_each_degrees_squared_norm_and_rotation_invariant():
+  rng = np.random.default_rng(4)
+  b = 8
+  coeffs = random_coefficients(rng, b, 3)
+  power = sht.degree_power(tf.constant(coeffs)).numpy()
+  assert power.shape == (b, 3)
+  weights = grids.quadrature_weights(b)[:, None, None]
+  for l in (0, 1, 5):
+    only_l = np.zeros_like(coeffs)
+    only_l[l] = coeffs[l]
+    part = synthesize_with_scipy(only_l, b)  # P_l f on the grid, by an independent synthesis
+    np.testing.assert_allclose(power[l], np.sum(weights * part**2, (0, 1)), rtol=1e-9)
+  # Wigner-D mixes orders within a degree and keeps each degree's norm.
+  turned = rotation.rotate_coefficients(tf.constant(coeffs),
+                                        rotations.random_rotations(1, seed=0)[0].astype(np.float64))
+  np.testing.assert_allclose(sht.degree_power(turned).numpy(), power, rtol=1e-9)
 
 
 def test_spectral_pooling_samples_the_low_degrees_on_the_coarse_grid():

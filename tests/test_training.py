@@ -290,3 +290,25 @@ def test_train_py_multi_worker_mirrored_on_two_local_workers(teacher_dir, tmp_pa
     assert 'final_step=2' in out
   assert tf.train.latest_checkpoint(model_dir).endswith('ckpt-2')
   assert os.path.exists(os.path.join(model_dir, 'export', 'saved_model.pb'))
+
+
+def _checkpoint_values(model_dir):
+  reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(model_dir))
+  names = sorted(n for n in reader.get_variable_to_shape_map() if '/model/' in n or
+                 n.startswith('model/'))
+  return {n: reader.get_tensor(n) for n in names}
+
+
+@pytest.mark.slow
+def test_train_py_seed_repeats_a_run(teacher_dir, tmp_path):
+  """Same --seed: the same weights after two steps (init, data order, turns); another seed: not."""
+  npz_dir = write_npz_splits(str(tmp_path / 'data'), num_train=16, num_test=4, image_size=16)
+  values = {}
+  for name, seed in (('a', 3), ('b', 3), ('c', 4)):
+    run = _train_py(str(tmp_path / name), npz_dir, teacher_dir, 2, '--noexport', f'--seed={seed}')
+    assert run.returncode == 0, run.stderr[-3000:]
+    values[name] = _checkpoint_values(str(tmp_path / name))
+  assert values['a'] and values['a'].keys() == values['c'].keys()
+  for n, v in values['a'].items():
+    np.testing.assert_allclose(values['b'][n], v, rtol=1e-5, atol=1e-6, err_msg=n)
+  assert any(not np.allclose(values['c'][n], v) for n, v in values['a'].items())
