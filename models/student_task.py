@@ -208,7 +208,8 @@ class StudentTask(training.Task):
     """The target scaling and, for the degree loss, the scaled targets' statistics (a dict).
 
     Keys: low, high `[C]`, shape `[3]`; for students also degree_power `[B]` (mean over examples
-    and channels of each degree's squared norm of the scaled, mean-removed targets) and mean_loss
+    and channels of each degree's mean square over the sphere, `||P_l f||^2 / (4 pi)`, of the
+    scaled, mean-removed targets) and mean_loss
     (the map loss of predicting the mean scaled map). Kept in `range_file`.
     """
     if range_file and tf.io.gfile.exists(range_file):
@@ -225,8 +226,9 @@ class StudentTask(training.Task):
       scaler.set_range(low, high)
       unit = scaler.to_unit(tf.constant(embeddings, tf.float32)).numpy()
       mean_map = np.broadcast_to(unit.mean(axis=0), unit.shape)
+      # Per area, like losses.degree_loss: ||P_l f||^2 / (4 pi).
       stats['degree_power'] = tf.reduce_mean(
-          sht.degree_power(sht.forward(unit - mean_map)), axis=[0, 2]).numpy()
+          sht.degree_power(sht.forward(unit - mean_map)), axis=[0, 2]).numpy() / (4 * np.pi)
       stats['mean_loss'] = np.float32(tf.reduce_mean(
           losses.map_loss(mean_map, unit, self.loss, self.huber_delta)).numpy())
     if range_file:

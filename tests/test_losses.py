@@ -1,8 +1,12 @@
-"""Per-example losses: Huber, l1/l2, area-weighted means on the sphere, relative error."""
+"""Per-example losses: Huber, l1/l2, area-weighted means on the sphere, relative error, degree loss."""
 import numpy as np
 import pytest
 import tensorflow as tf
 
+import correlation
+from correlation import sht
+from geometry import grids
+from geometry import rotations
 from geometry import sphere_grid
 from models import losses
 
@@ -71,3 +75,37 @@ def test_relative_error():
                              rtol=1e-5)
   q = RNG.uniform(size=p.shape)
   np.testing.assert_allclose(losses.relative_error(p, q), losses.relative_error(q, p))
+
+
+def _band_limited_maps(rng, num, b, channels):
+  shape = (num, b, b, channels)
+  c = (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)) * np.tril(np.ones((b, b)))[
+      :, :, None]
+  c[:, :, 0] = c[:, :, 0].real
+  return c, sht.inverse(tf.constant(c)).numpy()
+
+
+def test_degree_loss_is_the_weighted_squared_error_of_each_degrees_part():
+  rng = np.random.default_rng(3)
+  b, channels = 8, 2
+  pred_c, pred = _band_limited_maps(rng, 3, b, channels)
+  target_c, target = _band_limited_maps(rng, 3, b, channels)
+  weights = np.zeros(b)
+  weights[[1, 2, 5]] = rng.uniform(0.5, 2.0, 3)
+  got = losses.degree_loss(tf.constant(pred), tf.constant(target), weights).numpy()
+  # Reference: synthesise each degree's part of the error and integrate its square numerically.
+  quadrature = grids.quadrature_weights(b)[:, None, None] / (4 * np.pi)
+  expected = np.zeros(3)
+  for l in np.flatnonzero(weights):
+    only_l = np.zeros_like(pred_c)
+    only_l[:, l] = pred_c[:, l] - target_c[:, l]
+    part = sht.inverse(tf.constant(only_l)).numpy()
+    expected += weights[l] * np.mean(np.sum(quadrature * part**2, axis=(1, 2)), axis=-1)
+  np.testing.assert_allclose(got, expected, rtol=1e-9)
+  # Rotating both maps alike changes nothing (Wigner-D keeps each degree's norm).
+  rotation = rotations.random_rotations(1, seed=5)[0]
+  turned = [correlation.rotate(tf.constant(m), rotation).numpy() for m in (pred, target)]
+  np.testing.assert_allclose(losses.degree_loss(*map(tf.constant, turned), weights).numpy(), got,
+                             rtol=1e-8)
+  with pytest.raises(ValueError, match='one weight per degree'):
+    losses.degree_loss(tf.constant(pred), tf.constant(target), weights[:4])

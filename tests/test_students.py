@@ -187,6 +187,47 @@ def test_task_targets_scaling_and_loss(teacher_dir, tmp_path):
   assert images['embedding_pred_vs_target'].shape == (4, 12, 8, 1)
 
 
+def test_task_degree_loss_term(teacher_dir, tmp_path):
+  examples = {'train': make_examples(16), 'test': make_examples(4, seed=1)}
+  range_file = str(tmp_path / 'range.npz')
+  task = student_task.StudentTask('student', in_memory_split(examples), teacher_dir,
+                                  model_options=TINY, range_examples=16, range_file=range_file,
+                                  degree_loss_weight=2.0, degree_loss_degrees=('1', '1'))
+  # The stand-in teacher's maps are 4 x 4: bandwidth 2, degrees 0 and 1.
+  assert task.degree_weights.shape == (2,)
+  assert task.degree_weights[0] == 0 and task.degree_weights[1] > 0
+  assert {'degree_power', 'mean_loss'} <= set(np.load(range_file).files)
+  from models import losses
+  model = task.make_model()
+  batch = next(iter(task.eval_dataset(4)))
+  loss, metrics = task.loss_and_metrics(model, batch, training=False)
+  pred = model(batch['image'])['embedding_unit']
+  target = model.get_layer('target_range').to_unit(task.embedding_of(batch))
+  np.testing.assert_allclose(metrics['degree_loss'],
+                             losses.degree_loss(pred, target, task.degree_weights), rtol=1e-5)
+  np.testing.assert_allclose(loss, losses.map_loss(pred, target, 'huber', 0.1) +
+                             metrics['degree_loss'], rtol=1e-5)
+  # Calibration: predicting the sample's mean map costs weight x the mean predictor's map loss,
+  # in the degree term as in the map term.
+  sample = model.get_layer('target_range').to_unit(
+      task.embedding_of({'sphere': tf.constant(examples['train']['sphere'])}))
+  mean_map = tf.broadcast_to(tf.reduce_mean(sample, axis=0), sample.shape)
+  np.testing.assert_allclose(
+      tf.reduce_mean(losses.degree_loss(mean_map, sample, task.degree_weights)),
+      2.0 * tf.reduce_mean(losses.map_loss(mean_map, sample, 'huber', 0.1)), rtol=1e-4)
+  for kwargs, message in ((dict(degree_loss_weight=-1.0), 'degree_loss_weight'),
+                          (dict(degree_loss_weight=1.0, degree_loss_degrees=(1, 2)),
+                           'degree_loss_degrees'),
+                          (dict(degree_loss_weight=1.0, degree_loss_degrees=('x',)),
+                           'degree_loss_degrees')):
+    with pytest.raises(ValueError, match=message):
+      student_task.StudentTask('student', in_memory_split(examples), teacher_dir,
+                               model_options=TINY, range_examples=4, **kwargs)
+  with pytest.raises(ValueError, match='degree_loss_weight'):
+    student_task.StudentTask('synthesis', in_memory_split(examples), teacher_dir,
+                             model_options=TINY, range_examples=4, degree_loss_weight=1.0)
+
+
 def test_cached_targets_equal_computed_ones(teacher_dir):
   examples = {'train': make_examples(8), 'test': make_examples(4, seed=1)}
   task = student_task.StudentTask('student', in_memory_split(examples), teacher_dir,
