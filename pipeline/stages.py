@@ -23,6 +23,8 @@ import numpy as np
 from evaluation import alignment as alignment_lib
 from evaluation import commands as eval_commands
 from evaluation import curves as curves_lib
+from evaluation import degrees as degrees_lib
+from evaluation import embeddings_io
 from evaluation import results as results_lib
 from evaluation.files import atomic_write_text
 from pipeline import presets
@@ -310,6 +312,20 @@ def _add_flip_tolerant_medians(job, rows):
       row['sym_median_deg'] = float(np.median(folded)) if folded.size else ''
 
 
+def _degree_correlation_lines(job, max_degree=6):
+  """The student's test embeddings against the teacher's, degree by degree (a markdown table)."""
+  data = embeddings_io.load_embeddings(_embeddings_path(job))
+  if 'target' not in data:
+    return ['(the embeddings file has no teacher embeddings)']
+  rho = degrees_lib.degree_correlation(data['fmap'], data['target'], max_degree)
+  return ['| degree l | ' + ' | '.join(str(l) for l in range(len(rho))) + ' |',
+          '|---|' + '---|' * len(rho),
+          '| correlation | ' + ' | '.join(f'{r:.3f}' for r in rho) + ' |', '',
+          'Per degree, the correlation of the harmonic coefficients of the student\'s embeddings '
+          "with the teacher's (evaluation.degrees): pose needs the low degrees, and the odd ones "
+          'to tell a pose from its 180-degree flips.']
+
+
 def results_markdown(job):
   """The final results as markdown: relative pose, view synthesis, the models' test metrics."""
   align_rows = results_lib.read_rows(path(job, 'eval', ALIGN_CSV))
@@ -337,6 +353,8 @@ def results_markdown(job):
     value = result.get('eval', {}).get(metric)
     lines.append(f'| {model} | {result.get("step")} | {metric} | '
                  f'{"n/a" if value is None else f"{value:.4f}"} |')
+  lines += ['', '## Student against teacher, by degree (test split)', '',
+            *_degree_correlation_lines(job)]
   target, fmap = _median(align_rows, 'target', 'same'), _median(align_rows, 'fmap', 'same')
   lines += ['', '## Goals (best over upsampling)', '',
             _goal('target-mode same-instance median', target, GOAL_TARGET_MEDIAN_DEG),

@@ -14,6 +14,7 @@ import pytest
 import main
 from datasets import contact_sheet
 from datasets import procedural
+from evaluation import degrees
 from pipeline import presets
 from pipeline import runner
 from pipeline import stages
@@ -210,6 +211,10 @@ def test_whole_pipeline_tiny_then_skip_then_resume(tmp_path):
       for upsample in (1, 2):
         assert f'| {mode} | {kind} | {upsample} |' in table
   assert '| teacher | 4 | accuracy |' in table and 'psnr_db' in table
+  # The per-degree correlation of the student's test embeddings with the teacher's.
+  with np.load(eval_dir / 'test_embeddings.npz') as data:
+    rho = degrees.degree_correlation(data['fmap'], data['target'])
+  assert '| correlation | ' + ' | '.join(f'{r:.3f}' for r in rho) + ' |' in table
   # The flip-tolerant median comes from the same pairs as the row's plain errors.
   with np.load(eval_dir / 'test_embeddings.fmap.same.pairs.npz') as pairs:
     raw = pairs['raw_error_deg']

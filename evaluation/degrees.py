@@ -1,0 +1,45 @@
+"""How well predicted spherical maps match their targets, degree by degree.
+
+The relative pose of two embeddings rests on their low spherical-harmonic degrees, and on the odd
+ones for telling a pose from its 180-degree flips (`models/student_task.py`), while a map loss
+weighs each degree by its energy. This per-degree view shows what a student has learnt even while
+its relative pose is still at chance.
+"""
+import numpy as np
+import tensorflow as tf
+
+from correlation import sht
+
+
+def degree_correlation(pred, target, max_degree=6, batch_size=256):
+  """Per-degree correlation of predicted and target maps, over examples and channels.
+
+  `rho_l = Re sum <P_l p, P_l t> / sqrt(sum ||P_l p||^2 sum ||P_l t||^2)`, the sums over examples
+  and channels, after removing each map set's mean over examples (so degree 0 measures how the
+  per-example means vary, not their common level). 1: the degree's part is right up to a positive
+  scale; 0: unrelated. Invariant to rotating both sets alike.
+
+  Args:
+    pred, target: real maps `[N, 2B, 2B, C]` (numpy or tensors).
+    max_degree: degrees 0..max_degree (at most B - 1) are reported.
+    batch_size: maps per transform (bounds the memory).
+
+  Returns:
+    float64 `[max_degree + 1]`.
+  """
+  pred, target = np.asarray(pred, np.float32), np.asarray(target, np.float32)
+  if pred.shape != target.shape or pred.ndim != 4:
+    raise ValueError(f'degree_correlation: pred {pred.shape} and target {target.shape} must be '
+                     'maps [N, 2B, 2B, C] of the same shape')
+  degrees = min(int(max_degree), pred.shape[1] // 2 - 1) + 1
+  pred, target = pred - pred.mean(axis=0), target - target.mean(axis=0)
+  cross, power_p, power_t = np.zeros(degrees), np.zeros(degrees), np.zeros(degrees)
+  # m > 0 counts twice: the negative orders mirror the positive ones.
+  order_weight = np.where(np.arange(pred.shape[1] // 2) > 0, 2.0, 1.0)[:, None]
+  for start in range(0, len(pred), batch_size):
+    cp = sht.forward(tf.constant(pred[start:start + batch_size])).numpy()[:, :degrees]
+    ct = sht.forward(tf.constant(target[start:start + batch_size])).numpy()[:, :degrees]
+    cross += np.sum(np.real(cp * np.conj(ct)) * order_weight, axis=(0, 2, 3))
+    power_p += np.sum(np.abs(cp)**2 * order_weight, axis=(0, 2, 3))
+    power_t += np.sum(np.abs(ct)**2 * order_weight, axis=(0, 2, 3))
+  return cross / np.maximum(np.sqrt(power_p * power_t), 1e-30)
