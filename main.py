@@ -61,8 +61,9 @@ flags.DEFINE_integer('synthesis_steps', None, 'Training steps of the synthesis m
 flags.DEFINE_integer('teacher_batch_size', None, 'Batch size of the teacher (preset).')
 flags.DEFINE_integer('student_batch_size', None,
                      'Batch size of the student and synthesis models (preset).')
-flags.DEFINE_float('degree_loss_weight', None,
-                   "Weight of the student's degree loss, 0 = off (preset; models.student_task).")
+flags.DEFINE_float('student_degree_loss_weight', None,
+                   "Weight of the student's degree loss, 0 = off (preset key degree_loss_weight; "
+                   'models.student_task).')
 flags.DEFINE_integer('sheet_instances', 4, 'Instances per contact sheet.')
 flags.DEFINE_list('stages', None, 'Stages to run (default: all), in pipeline order.')
 flags.DEFINE_bool('force', False, 'Redo the stages even when their outputs are complete.')
@@ -219,11 +220,13 @@ def summary_table(job):
 def job_from_flags():
   source = FLAGS.source or ('folder' if FLAGS.mesh_dir else 'procedural')
   try:
-    settings = presets.resolve(FLAGS.preset, {
+    overrides = {
         k: FLAGS[k].value for k in ('views_per_instance', 'instances_per_category', 'bandwidth',
                                     'image_size', 'teacher_steps', 'student_steps',
                                     'synthesis_steps', 'teacher_batch_size',
-                                    'student_batch_size', 'degree_loss_weight')})
+                                    'student_batch_size')}
+    overrides['degree_loss_weight'] = FLAGS.student_degree_loss_weight
+    settings = presets.resolve(FLAGS.preset, overrides)
   except ValueError as e:
     raise app.UsageError(str(e)) from e
   if FLAGS.mesh_dir and not os.path.isdir(FLAGS.mesh_dir):

@@ -74,6 +74,12 @@ def test_bad_settings_are_usage_errors(tmp_path):
     job = main.job_from_flags()
   assert job.settings['teacher_steps'] == 7 and job.dataset['image_size'] == 24
   assert job.settings['student_steps'] == presets.PRESETS['tiny']['student_steps']
+  with flagsaver.flagsaver():
+    main.FLAGS(['main.py', '--student_degree_loss_weight=0'])
+    job = main.job_from_flags()
+  assert job.settings['degree_loss_weight'] == 0.0
+  assert '--degree_loss_weight=0.0' in stages.train_args(job, 'student')
+  assert not any('degree' in a for a in stages.train_args(job, 'synthesis'))
 
 
 def test_command_line_end_to_end(tmp_path):
