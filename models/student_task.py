@@ -264,15 +264,16 @@ class StudentTask(training.Task):
   def train_dataset(self, batch_size, input_context=None):
     ds = self._with_cached_embeddings(self._examples('train', input_context), 'train')
     ds = ds.shuffle(_SHUFFLE_BUFFER).repeat()
+    # The random maps run one element at a time: parallel calls would draw from the random
+    # stream in whatever order they are scheduled, so a seeded run (train.py --seed) would not
+    # repeat. They are cheap next to a training step.
     if self.augment:
-      ds = ds.map(lambda ex: dict(ex, image=augment_image(ex['image'])),
-                  num_parallel_calls=tf.data.AUTOTUNE)
+      ds = ds.map(lambda ex: dict(ex, image=augment_image(ex['image'])))
     ds = ds.batch(batch_size, drop_remainder=True)
     if self.inplane_rotations:
       # Whole columns of the embedding too, also when the teacher computes it from a turned sphere.
       turns = min(self.embedding_shape[1], ds.element_spec['sphere'].shape[2])
-      ds = ds.map(lambda b: inplane.random_turns(b, turns=turns),
-                  num_parallel_calls=tf.data.AUTOTUNE)
+      ds = ds.map(lambda b: inplane.random_turns(b, turns=turns))
     return ds.prefetch(tf.data.AUTOTUNE)
 
   def eval_dataset(self, batch_size, input_context=None):
