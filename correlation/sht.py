@@ -105,14 +105,20 @@ def inverse(coeffs):
   return tf.reshape(maps, tf.concat([batch_shape, [2 * b_max, 2 * b_max, channels]], 0))
 
 
-def degree_power(coeffs):
-  """`||P_l f||^2 = sum_{|m| <= l} |f_l^m|^2` per degree: `[..., B, B, C]` -> real `[..., B (l), C]`.
+def degree_inner(a, b):
+  """`Re <P_l f, P_l g> = Re sum_{|m| <= l} f_l^m conj(g_l^m)` per degree, from coefficients
+  `[..., B, B, C]` of two real maps -> real `[..., B (l), C]`.
 
-  The squared L2 norm over the sphere of each degree's part of the map (Parseval; the negative
-  orders mirror the positive ones, so `m > 0` counts twice); summed over l it is `||f||^2`.
+  The inner product over the sphere of the two maps' degree-l parts (Parseval; the negative orders
+  mirror the positive ones, so `m > 0` counts twice).
   """
-  b_max = coeffs.shape[-2]
+  b_max = a.shape[-2]
   order_weight = tf.constant(np.where(np.arange(b_max) > 0, 2.0, 1.0)[:, None],
-                             coeffs.dtype.real_dtype)
-  return tf.reduce_sum(tf.abs(coeffs) ** 2 * order_weight, axis=-2)
+                             a.dtype.real_dtype)
+  return tf.reduce_sum(tf.math.real(a * tf.math.conj(b)) * order_weight, axis=-2)
 
+
+def degree_power(coeffs):
+  """`||P_l f||^2` per degree (`degree_inner(f, f)`): `[..., B, B, C]` -> real `[..., B (l), C]`;
+  summed over l it is `||f||^2`."""
+  return degree_inner(coeffs, coeffs)

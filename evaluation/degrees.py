@@ -34,12 +34,11 @@ def degree_correlation(pred, target, max_degree=6, batch_size=256):
   degrees = min(int(max_degree), pred.shape[1] // 2 - 1) + 1
   pred, target = pred - pred.mean(axis=0), target - target.mean(axis=0)
   cross, power_p, power_t = np.zeros(degrees), np.zeros(degrees), np.zeros(degrees)
-  # m > 0 counts twice: the negative orders mirror the positive ones.
-  order_weight = np.where(np.arange(pred.shape[1] // 2) > 0, 2.0, 1.0)[:, None]
+  total = lambda per_degree: tf.reduce_sum(per_degree, axis=[0, 2]).numpy()[:degrees]
   for start in range(0, len(pred), batch_size):
-    cp = sht.forward(tf.constant(pred[start:start + batch_size])).numpy()[:, :degrees]
-    ct = sht.forward(tf.constant(target[start:start + batch_size])).numpy()[:, :degrees]
-    cross += np.sum(np.real(cp * np.conj(ct)) * order_weight, axis=(0, 2, 3))
-    power_p += np.sum(np.abs(cp)**2 * order_weight, axis=(0, 2, 3))
-    power_t += np.sum(np.abs(ct)**2 * order_weight, axis=(0, 2, 3))
+    cp = sht.forward(tf.constant(pred[start:start + batch_size]))
+    ct = sht.forward(tf.constant(target[start:start + batch_size]))
+    cross += total(sht.degree_inner(cp, ct))
+    power_p += total(sht.degree_power(cp))
+    power_t += total(sht.degree_power(ct))
   return cross / np.maximum(np.sqrt(power_p * power_t), 1e-30)

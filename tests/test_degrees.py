@@ -8,14 +8,11 @@ from correlation import sht
 from evaluation import degrees
 from geometry import grids
 from geometry import rotations
+from tests.test_sht import random_coefficients
 
 
 def _band_limited(rng, num, b, channels):
-  shape = (num, b, b, channels)
-  c = (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)) * np.tril(np.ones((b, b)))[
-      :, :, None]
-  c[:, :, 0] = c[:, :, 0].real
-  return sht.inverse(tf.constant(c)).numpy()
+  return sht.inverse(tf.constant(random_coefficients(rng, b, channels, batch=(num,)))).numpy()
 
 
 def _degree_part(maps, l):

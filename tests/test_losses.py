@@ -9,6 +9,7 @@ from geometry import grids
 from geometry import rotations
 from geometry import sphere_grid
 from models import losses
+from tests.test_sht import random_coefficients
 
 RNG = np.random.default_rng(0)
 
@@ -78,11 +79,8 @@ def test_relative_error():
 
 
 def _band_limited_maps(rng, num, b, channels):
-  shape = (num, b, b, channels)
-  c = (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)) * np.tril(np.ones((b, b)))[
-      :, :, None]
-  c[:, :, 0] = c[:, :, 0].real
-  return c, sht.inverse(tf.constant(c)).numpy()
+  coeffs = random_coefficients(rng, b, channels, batch=(num,))
+  return coeffs, sht.inverse(tf.constant(coeffs)).numpy()
 
 
 def test_degree_loss_is_the_weighted_squared_error_of_each_degrees_part():

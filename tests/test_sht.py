@@ -85,18 +85,24 @@ def test_linear_batched_and_parseval():
   np.testing.assert_allclose(integral, np.sum(order_weight * np.abs(cg)**2, (0, 1)), rtol=1e-10)
 
 
-def test_degree_power_is_each_degrees_squared_norm_and_rotation_invariant():
+def test_degree_inner_and_power_are_each_degrees_inner_product_and_rotation_invariant():
   rng = np.random.default_rng(4)
   b = 8
-  coeffs = random_coefficients(rng, b, 3)
+  coeffs, other = random_coefficients(rng, b, 3), random_coefficients(rng, b, 3)
   power = sht.degree_power(tf.constant(coeffs)).numpy()
-  assert power.shape == (b, 3)
+  inner = sht.degree_inner(tf.constant(coeffs), tf.constant(other)).numpy()
+  assert power.shape == inner.shape == (b, 3)
   weights = grids.quadrature_weights(b)[:, None, None]
+
+  def part(c, l):  # P_l f on the grid, by an independent synthesis
+    only_l = np.zeros_like(c)
+    only_l[l] = c[l]
+    return synthesize_with_scipy(only_l, b)
+
   for l in (0, 1, 5):
-    only_l = np.zeros_like(coeffs)
-    only_l[l] = coeffs[l]
-    part = synthesize_with_scipy(only_l, b)  # P_l f on the grid, by an independent synthesis
-    np.testing.assert_allclose(power[l], np.sum(weights * part**2, (0, 1)), rtol=1e-9)
+    np.testing.assert_allclose(power[l], np.sum(weights * part(coeffs, l)**2, (0, 1)), rtol=1e-9)
+    np.testing.assert_allclose(
+        inner[l], np.sum(weights * part(coeffs, l) * part(other, l), (0, 1)), rtol=1e-9)
   # Wigner-D mixes orders within a degree and keeps each degree's norm.
   turned = rotation.rotate_coefficients(tf.constant(coeffs),
                                         rotations.random_rotations(1, seed=0)[0].astype(np.float64))
