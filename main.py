@@ -64,6 +64,12 @@ flags.DEFINE_integer('student_batch_size', None,
 flags.DEFINE_float('student_degree_loss_weight', None,
                    "Weight of the student's degree loss, 0 = off (preset key degree_loss_weight; "
                    'models.student_task).')
+flags.DEFINE_integer('student_embedder_turns', None,
+                     'The exported embedder averages the student over this many turns about the '
+                     'camera axis, 1 = none (preset key embedder_turns; models.embedder_export).')
+flags.DEFINE_bool('student_embedder_mirror', None,
+                  'The exported embedder also averages over the left-right mirror (preset key '
+                  'embedder_mirror).')
 flags.DEFINE_integer('sheet_instances', 4, 'Instances per contact sheet.')
 flags.DEFINE_list('stages', None, 'Stages to run (default: all), in pipeline order.')
 flags.DEFINE_bool('force', False, 'Redo the stages even when their outputs are complete.')
@@ -226,6 +232,8 @@ def job_from_flags():
                                     'synthesis_steps', 'teacher_batch_size',
                                     'student_batch_size')}
     overrides['degree_loss_weight'] = FLAGS.student_degree_loss_weight
+    overrides['embedder_turns'] = FLAGS.student_embedder_turns
+    overrides['embedder_mirror'] = FLAGS.student_embedder_mirror
     settings = presets.resolve(FLAGS.preset, overrides)
   except ValueError as e:
     raise app.UsageError(str(e)) from e

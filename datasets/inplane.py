@@ -1,4 +1,4 @@
-"""Rotations about the camera axis: new training examples from old ones, exactly.
+"""The camera's exact symmetries: turns about its axis and the left-right mirror.
 
 The camera sits on +z and looks at the origin with image up = +y (CONVENTIONS.md), so turning the
 object by `Rz(theta)` turns its view by `theta` counter-clockwise on screen, about the image centre;
@@ -10,9 +10,15 @@ is a bilinear resampling (the whole object stays in the frame: the unit sphere p
 image's inscribed circle). A spherical CNN teacher commutes with these rolls (its convolutions are
 spectral and zonal), so rolling a sphere rolls its embedding.
 
+Likewise the mirror `M = diag(-1, 1, 1)` (x -> -x, a reflection, not a rotation): the view of
+`M . mesh` is the view of `mesh` with its columns reversed, and its maps are `f(M x)`, on the grid
+the column `(B - j) mod 2B` put at column j (`alpha -> pi - alpha`); both exact. The teacher's zonal
+filters and pointwise non-linearities commute with reflections too.
+
 Used by the students' training (`models.student_task`, `--inplane_rotations`) to show every
 instance at many more rotations than were rendered, and to teach the equivariance to this subgroup
-of SO(3) directly.
+of SO(3) directly; and by the exported embedder (`models.embedder_export`) to average the student
+over these symmetries.
 """
 import numpy as np
 import tensorflow as tf
@@ -54,6 +60,21 @@ def roll_longitude(maps, shifts):
   return tf.gather(maps, columns, axis=2, batch_dims=1)
 
 
+def mirror_views(images):
+  """Views `[N, S, S, C]` of the mirrored objects `M . object`: columns reversed (exact)."""
+  return tf.reverse(_check_rank4(images, 'mirror_views'), axis=[2])
+
+
+def mirror_longitude(maps):
+  """Maps `[N, 2B, 2B, C]` of the mirrored objects, `f(M x)`: `out[:, :, j] = maps[:, :, (B - j)
+  mod 2B]` (exact; M is its own inverse, so mirroring twice gives the maps back)."""
+  maps = _check_rank4(maps, 'mirror_longitude')
+  width = maps.shape[2]
+  if width is None or width % 2:
+    raise ValueError(f'mirror_longitude: expected maps of static even width 2B, got {maps.shape}')
+  return tf.gather(maps, (width // 2 - np.arange(width)) % width, axis=2)
+
+
 def random_turns(batch, map_keys=('sphere', 'embedding'), image_key='image', turns=None,
                  seed=None):
   """A batch of examples turned about the camera axis by independent random multiples of
@@ -89,3 +110,48 @@ def random_turns(batch, map_keys=('sphere', 'embedding'), image_key='image', tur
     angles = tf.cast(steps, tf.float32) * np.float32(2 * np.pi / turns)
     out[image_key] = rotate_views(batch[image_key], angles)
   return out
+
+
+def symmetry_average(embed, images, turns=1, mirror=False):
+  """`embed` averaged over the camera's symmetries: `mean_g g^-1 . embed(g . images)`.
+
+  g runs over the turns by `2 pi k / turns`, k < turns, and, with `mirror`, each of them after the
+  mirror M. For an `embed` that commutes with these symmetries the average changes nothing; for a
+  learnt one (a student) it is the nearest map that does commute with them, a test-time average
+  over exact new views of the same objects.
+
+  Args:
+    embed: images `[n, S, S, C]` -> dict of maps `[n, 2B, 2B, C']` (every width divisible by turns).
+    images: `[N, S, S, C]`.
+    turns: number of equally spaced turns (1: none).
+    mirror: also average over the mirrored views.
+  Returns:
+    dict like `embed`'s output, each map the mean over the `turns * (2 if mirror else 1)` views,
+    computed in one call of `embed` on all of them.
+  """
+  images = _check_rank4(images, 'symmetry_average')
+  turns = int(turns)
+  if turns < 1:
+    raise ValueError(f'symmetry_average: turns must be a positive integer, got {turns}')
+  if turns == 1 and not mirror:
+    return embed(images)
+  count = tf.shape(images)[0]
+  variants = [images, mirror_views(images)] if mirror else [images]
+  angles = np.float32(2 * np.pi / turns) * tf.cast(tf.repeat(tf.range(turns), count), tf.float32)
+  views = [rotate_views(tf.tile(v, [turns, 1, 1, 1]), angles) for v in variants]
+  outputs = embed(tf.concat(views, axis=0))
+  averaged = {}
+  for key, maps in outputs.items():
+    width = maps.shape[2]
+    if width is None or width % turns:
+      raise ValueError(f'symmetry_average: turns={turns} must divide the width of output {key!r}, '
+                       f'got shape {maps.shape}')
+    steps = tf.repeat(tf.range(turns), count) * (width // turns)
+    parts = tf.split(maps, len(variants), axis=0)
+    back = [roll_longitude(part, -steps) for part in parts]  # undo each turn...
+    if mirror:
+      back[1] = mirror_longitude(back[1])                     # ...then the mirror
+    total = tf.add_n([tf.reduce_sum(tf.reshape(b, tf.concat([[turns, count], tf.shape(b)[1:]], 0)),
+                                    axis=0) for b in back])
+    averaged[key] = total / tf.cast(turns * len(variants), total.dtype)
+  return averaged

@@ -7,7 +7,12 @@ Embedder (`export_embedder`):
   loaded.embed_uint8(images uint8 [N, S, S, C] in 0..255) -> the same
   signatures 'serving_default' (float32, keyword `images`) and 'serving_uint8'.
   `embedding` is in the teacher's units `[N, 2B, 2B, C]`; `embedding_unit` is the sigmoid output
-  in [0, 1] the student was trained on (see models.students).
+  in [0, 1] the student was trained on (see models.students). With `turns` > 1 and/or `mirror`,
+  both are the student's average over the camera's exact symmetries
+  (`datasets.inplane.symmetry_average`): turns by multiples of `2 pi / turns` about the camera axis
+  and the left-right mirror. Measured on the default preset's test split (2000 same-instance pairs,
+  one trained student): 8 turns and the mirror took the flip-tolerant median error of relative pose
+  from 18.0 to 14.1 degrees and Acc@10 from 6.8% to 12.2%, for 16 student passes per image.
 Synthesiser (`export_synthesizer`):
   loaded.synthesize(embeddings float32 [N, 2B, 2B, C], teacher units) -> {'image' [N, S, S, C]}
   signature 'serving_default' (keyword `embeddings`).
@@ -19,27 +24,33 @@ import json
 
 import tensorflow as tf
 
+from datasets import inplane
 from models import hub_export
 
 
 class _Embedder(tf.Module):
 
-  def __init__(self, model):
+  def __init__(self, model, turns=1, mirror=False):
     super().__init__(name='embedder')
     self.model = model
+    self.turns, self.mirror = turns, mirror
     shape = [None] + list(model.input_shape[1:])
     self.config_json = tf.Variable(json.dumps({
         'image_shape': list(model.input_shape[1:]),
-        'embedding_shape': list(model.output['embedding'].shape[1:])}), trainable=False)
+        'embedding_shape': list(model.output['embedding'].shape[1:]),
+        'symmetry_average': {'turns': turns, 'mirror': mirror}}), trainable=False)
     self.embed = tf.function(self._embed, input_signature=[
         tf.TensorSpec(shape, tf.float32, name='images')])
     self.embed_uint8 = tf.function(
         lambda images: self._embed(tf.cast(images, tf.float32) / 255.0),
         input_signature=[tf.TensorSpec(shape, tf.uint8, name='images')])
 
-  def _embed(self, images):
+  def _student(self, images):
     out = self.model(images, training=False)
     return {'embedding': out['embedding'], 'embedding_unit': out['embedding_unit']}
+
+  def _embed(self, images):
+    return inplane.symmetry_average(self._student, images, self.turns, self.mirror)
 
 
 class _Synthesizer(tf.Module):
@@ -64,10 +75,21 @@ def _check_outputs(model, keys, builder):
     raise ValueError(f'export: the model lacks outputs {missing}; build it with {builder}')
 
 
-def export_embedder(student, export_dir):
-  """Writes the student (a `models.build_student` model) as an embedder SavedModel."""
+def export_embedder(student, export_dir, turns=1, mirror=False):
+  """Writes the student (a `models.build_student` model) as an embedder SavedModel.
+
+  `turns`, `mirror`: the symmetry average of the module docstring (1, False: the plain student);
+  `turns` must divide the embedding's width 2B and the image must be square.
+  """
   _check_outputs(student, ('embedding', 'embedding_unit'), 'models.build_student')
-  module = _Embedder(student)
+  image_shape = list(student.input_shape[1:])
+  width = student.output['embedding'].shape[2]
+  if int(turns) != turns or turns < 1 or width % int(turns):
+    raise ValueError(f'export_embedder: turns must be a positive integer dividing the embedding '
+                     f'width {width}, got {turns!r}')
+  if (int(turns) > 1 or mirror) and image_shape[0] != image_shape[1]:
+    raise ValueError(f'export_embedder: turns and mirror need square images, got {image_shape}')
+  module = _Embedder(student, int(turns), bool(mirror))
   return hub_export.save_atomic(module, export_dir, {'serving_default': module.embed,
                                            'serving_uint8': module.embed_uint8})
 

@@ -72,6 +72,11 @@ flags.DEFINE_float('degree_loss_weight', 0.0,
                    'loss; 0 turns it off.')
 flags.DEFINE_list('degree_loss_degrees', ['1', '2', '3', '4'],
                   'Degrees the degree loss weighs alike (each >= 0 and < the bandwidth).')
+flags.DEFINE_integer('embedder_turns', 1,
+                     'The exported embedder averages the student over this many turns about the '
+                     'camera axis (1: none; it must divide 2B): models.embedder_export.')
+flags.DEFINE_bool('embedder_mirror', False,
+                  'The exported embedder also averages the student over the left-right mirror.')
 flags.DEFINE_enum('synthesis_input', 'teacher', ['teacher', 'student'],
                   "Embeddings fed to the synthesis model: the teacher's or a student's.")
 flags.DEFINE_string('student_embedder_dir', None,
@@ -152,13 +157,15 @@ class StudentTask(training.Task):
     range_file: where the fitted scaling is kept (reused if it exists); None: not kept.
     student_embedder_dir: for synthesis from a student's embeddings instead of the teacher's.
     degree_loss_weight, degree_loss_degrees: the degree loss (module docstring; students only).
+    embedder_turns, embedder_mirror: the symmetry average of the exported embedder
+      (`models.embedder_export`; students only).
   """
 
   def __init__(self, kind, load_split, teacher_dir, teacher_key='embedding', model_options=None,
                loss='huber', huber_delta=0.1, augment=False, inplane_rotations=False,
                cache_targets='', range_examples=256, range_file=None,
                student_embedder_dir=None, range_percentile=0.5, degree_loss_weight=0.0,
-               degree_loss_degrees=(1, 2, 3, 4)):
+               degree_loss_degrees=(1, 2, 3, 4), embedder_turns=1, embedder_mirror=False):
     if kind not in KINDS:
       raise ValueError(f'--model must be one of {KINDS} for the student task, got {kind!r}')
     if augment and kind != 'student':
@@ -177,6 +184,7 @@ class StudentTask(training.Task):
     self.loss, self.huber_delta = loss, huber_delta
     self.augment, self.cache_targets = augment, cache_targets
     self.inplane_rotations = inplane_rotations
+    self.embedder_turns, self.embedder_mirror = embedder_turns, embedder_mirror
     self.range_percentile = range_percentile
     spec = load_split('train').element_spec
     missing = [k for k in _EXAMPLE_KEYS if k not in spec]
@@ -187,6 +195,8 @@ class StudentTask(training.Task):
       raise ValueError(f'--degree_loss_weight must be >= 0, got {degree_loss_weight}')
     if degree_loss_weight and kind != 'student':
       raise ValueError('--degree_loss_weight is for --model=student (spherical targets)')
+    if (embedder_turns != 1 or embedder_mirror) and kind != 'student':
+      raise ValueError('--embedder_turns and --embedder_mirror are for --model=student')
     stats = self._fit_range(range_examples, range_file)
     self.range_low, self.range_high = stats['low'], stats['high']
     self.embedding_shape = tuple(int(s) for s in stats['shape'])
@@ -308,7 +318,8 @@ class StudentTask(training.Task):
 
   def export(self, model, export_dir):
     if self.kind == 'student':
-      embedder_export.export_embedder(model, export_dir)
+      embedder_export.export_embedder(model, export_dir, self.embedder_turns,
+                                      self.embedder_mirror)
     else:
       embedder_export.export_synthesizer(model, export_dir)
 
@@ -353,4 +364,6 @@ def build_task(flags_values):
       range_file=os.path.join(f.model_dir, 'target_range.npz'),
       student_embedder_dir=f.student_embedder_dir if f.synthesis_input == 'student' else None,
       degree_loss_weight=f.degree_loss_weight if f.model == 'student' else 0.0,
-      degree_loss_degrees=f.degree_loss_degrees)
+      degree_loss_degrees=f.degree_loss_degrees,
+      embedder_turns=f.embedder_turns if f.model == 'student' else 1,
+      embedder_mirror=f.embedder_mirror and f.model == 'student')

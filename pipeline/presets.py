@@ -27,6 +27,9 @@ _COMMON = dict(
     layers_per_block=2,
     upsample=(1, 2),
     degree_loss_weight=0.0, degree_loss_degrees=(1, 2, 3, 4),  # models.student_task
+    # The exported embedder averages the student over 8 turns about the camera axis and the
+    # mirror (models.embedder_export): 16 passes per image, exact symmetries of the camera.
+    embedder_turns=8, embedder_mirror=True,
     eval_max_pairs=2000,  # pairs per kind (same, diff), sampled
 )
 
@@ -39,6 +42,7 @@ PRESETS = {
         student_steps=4, synthesis_steps=4, student_batch_size=8,
         base_channels=8, max_channels=16, n_latent=16, layers_per_block=1,
         degree_loss_weight=1.0,
+        embedder_turns=2,
         checkpoint_every=2, summary_every=2,
         eval_max_pairs=50,
     ),

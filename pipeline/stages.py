@@ -99,7 +99,9 @@ def train_args(job, model):
              '--cache_targets=memory']
   if model == 'student':
     args += [f'--degree_loss_weight={s["degree_loss_weight"]}',
-             f'--degree_loss_degrees={_join(s["degree_loss_degrees"])}']
+             f'--degree_loss_degrees={_join(s["degree_loss_degrees"])}',
+             f'--embedder_turns={s["embedder_turns"]}',
+             f'--embedder_mirror={str(bool(s["embedder_mirror"])).lower()}']
   return args
 
 

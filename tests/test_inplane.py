@@ -1,11 +1,13 @@
-"""Turns about the camera axis (datasets.inplane) against ray casting and the Wigner-D rotation."""
+"""The camera's symmetries (datasets.inplane): turns about its axis and the mirror, against ray
+casting, the Wigner-D rotation, analytic maps and explicit loops."""
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from correlation import rotate, sht
 from datasets import inplane, procedural, raycast
-from geometry import random_rotations, rotation_z
+from geometry import grids, random_rotations, rotation_z
+from models import students
 
 
 def _band_limited_maps(count, bandwidth, channels, seed=0):
@@ -93,3 +95,72 @@ def test_random_turns_refuses_bad_batches():
     inplane.random_turns({'sphere': tf.zeros([1, 8, 8, 1])}, turns=3)
   with pytest.raises(ValueError, match=r'\[N, H, W, C\]'):
     inplane.rotate_views(tf.zeros([8, 8, 1]), tf.zeros([1]))
+
+
+def test_mirror_longitude_reflects_the_grid_through_x():
+  directions = grids.sphere_directions(8)                                 # [16, 16, 3]
+  x, y, z = directions[..., 0], directions[..., 1], directions[..., 2]
+  maps = np.stack([x, y, z, x * y, x**3 + z], axis=-1)[None]
+  expected = np.stack([-x, y, z, -x * y, -x**3 + z], axis=-1)[None]     # f(M u), M = diag(-1, 1, 1)
+  mirrored = inplane.mirror_longitude(tf.constant(maps)).numpy()
+  np.testing.assert_allclose(mirrored, expected, atol=1e-12)
+  np.testing.assert_array_equal(inplane.mirror_longitude(tf.constant(mirrored)).numpy(), maps)
+  with pytest.raises(ValueError, match='even width'):
+    inplane.mirror_longitude(tf.zeros([1, 4, 5, 1]))
+
+
+def test_mirrored_sphere_and_view_are_those_of_the_mirrored_mesh(chair):
+  rotation = random_rotations(1, seed=7)[0]
+  posed = chair.copy()
+  posed.apply_transform(np.pad(rotation.astype(np.float64), [[0, 1], [0, 1]]) + np.diag([0, 0, 0, 1]))
+  mirrored = posed.copy()
+  mirrored.apply_transform(np.diag([-1.0, 1.0, 1.0, 1.0]))
+  sphere = raycast.mesh_to_sphere(posed, bandwidth=16)
+  np.testing.assert_allclose(inplane.mirror_longitude(tf.constant(sphere[None])).numpy()[0],
+                             raycast.mesh_to_sphere(mirrored, bandwidth=16), atol=1e-5)
+  view = raycast.render_view(posed, size=64)
+  mirrored_view = raycast.render_view(mirrored, size=64)
+  np.testing.assert_allclose(inplane.mirror_views(tf.constant(view[None])).numpy()[0],
+                             mirrored_view, atol=1e-5)
+  assert np.abs(view - mirrored_view).mean() > 0.01  # the pose is not mirror symmetric
+
+
+def _quarter_turn_reference(embed, images, mirror):
+  """mean_g g^-1 embed(g images) over quarter turns (np.rot90, exact) and the mirror, by loops."""
+  total, count = 0, 0
+  for flip in ([False, True] if mirror else [False]):
+    source = images[:, :, ::-1] if flip else images
+    for k in range(4):
+      out = embed(tf.constant(np.rot90(source, k, axes=(1, 2)).copy()))['map'].numpy()
+      width = out.shape[2]
+      out = np.roll(out, -k * width // 4, axis=2)
+      if flip:
+        out = out[:, :, (width // 2 - np.arange(width)) % width]
+      total, count = total + out, count + 1
+  return total / count
+
+
+@pytest.mark.parametrize('mirror', [False, True])
+def test_symmetry_average_against_loops_and_its_equivariance(mirror):
+  student = students.build_student(16, (8, 8, 3), layers_per_block=1, base_channels=8,
+                                   max_channels=16, n_latent=16)
+  embed = lambda images: {'map': student(images, training=False)['embedding']}
+  images = np.random.default_rng(0).random((2, 16, 16, 1)).astype(np.float32)
+  averaged = inplane.symmetry_average(embed, tf.constant(images), turns=4, mirror=mirror)
+  averaged = averaged['map'].numpy()
+  np.testing.assert_allclose(averaged, _quarter_turn_reference(embed, images, mirror), atol=1e-5)
+  # The average commutes with the symmetries it averages over; the student alone does not.
+  turned = inplane.rotate_views(tf.constant(images), tf.constant([np.pi / 2] * 2))
+  np.testing.assert_allclose(inplane.symmetry_average(embed, turned, 4, mirror)['map'].numpy(),
+                             np.roll(averaged, 2, axis=2), atol=1e-5)
+  assert np.abs(embed(turned)['map'].numpy() - np.roll(embed(images)['map'].numpy(), 2, axis=2)
+                ).max() > 1e-3
+  if mirror:
+    flipped = inplane.mirror_views(tf.constant(images))
+    np.testing.assert_allclose(
+        inplane.symmetry_average(embed, flipped, 4, True)['map'].numpy(),
+        inplane.mirror_longitude(tf.constant(averaged)).numpy(), atol=1e-5)
+  plain = inplane.symmetry_average(embed, tf.constant(images))['map'].numpy()
+  np.testing.assert_array_equal(plain, embed(tf.constant(images))['map'].numpy())
+  with pytest.raises(ValueError, match='divide'):
+    inplane.symmetry_average(embed, tf.constant(images), turns=3)

@@ -80,6 +80,14 @@ def test_bad_settings_are_usage_errors(tmp_path):
   assert job.settings['degree_loss_weight'] == 0.0
   assert '--degree_loss_weight=0.0' in stages.train_args(job, 'student')
   assert not any('degree' in a for a in stages.train_args(job, 'synthesis'))
+  assert '--embedder_turns=8' in stages.train_args(job, 'student')
+  assert '--embedder_mirror=true' in stages.train_args(job, 'student')
+  with flagsaver.flagsaver():
+    main.FLAGS(['main.py', '--student_embedder_turns=1', '--nostudent_embedder_mirror'])
+    job = main.job_from_flags()
+  assert '--embedder_turns=1' in stages.train_args(job, 'student')
+  assert '--embedder_mirror=false' in stages.train_args(job, 'student')
+  assert not any('embedder_' in a for a in stages.train_args(job, 'synthesis'))
 
 
 def test_command_line_end_to_end(tmp_path):

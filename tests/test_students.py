@@ -1,10 +1,12 @@
 """Students, synthesis model, target scaling, the student task and the SavedModel exports."""
+import json
 import os
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from datasets import inplane
 from models import embedder_export
 from models import students
 from models import student_task
@@ -273,6 +275,23 @@ def test_embedder_and_synthesizer_export_reload_identically(teacher_dir, tmp_pat
                              synth(embeddings, training=False)['image'], atol=1e-6)
   with pytest.raises(ValueError, match='build_student'):
     embedder_export.export_embedder(synth, str(tmp_path / 'wrong'))
+
+
+def test_embedder_export_averages_over_the_camera_symmetries(tmp_path):
+  model = students.build_student(16, (8, 8, 3), **TINY)
+  images = np.random.default_rng(2).random((3, 16, 16, 1)).astype(np.float32)
+  path = embedder_export.export_embedder(model, str(tmp_path / 'embedder'), turns=4, mirror=True)
+  loaded = tf.saved_model.load(path)
+  student = lambda x: {k: v for k, v in model(x, training=False).items()
+                       if k in ('embedding', 'embedding_unit')}
+  expected = inplane.symmetry_average(student, tf.constant(images), turns=4, mirror=True)
+  for key in ('embedding', 'embedding_unit'):
+    got = loaded.signatures['serving_default'](images=images)[key].numpy()
+    np.testing.assert_allclose(got, expected[key].numpy(), atol=1e-5)
+    assert np.abs(got - model(images, training=False)[key].numpy()).max() > 1e-4
+  assert json.loads(loaded.config_json.numpy())['symmetry_average'] == {'turns': 4, 'mirror': True}
+  with pytest.raises(ValueError, match='dividing the embedding width 8'):
+    embedder_export.export_embedder(model, str(tmp_path / 'bad'), turns=3)
 
 
 def test_student_task_with_a_real_untrained_teacher(tmp_path):
