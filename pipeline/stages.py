@@ -328,6 +328,16 @@ def _degree_correlation_lines(job, max_degree=6):
           'to tell a pose from its 180-degree flips.']
 
 
+def _embedder_line(settings):
+  turns, mirror = int(settings['embedder_turns']), bool(settings['embedder_mirror'])
+  if turns == 1 and not mirror:
+    return 'fmap: the plain student\'s embeddings.'
+  parts = [f'{turns} turns about the camera axis'] if turns > 1 else []
+  parts += ['the left-right mirror'] if mirror else []
+  return ("fmap: the student's embeddings averaged over " + ' and '.join(parts) +
+          ' (exact symmetries of the camera; models.embedder_export).')
+
+
 def results_markdown(job):
   """The final results as markdown: relative pose, view synthesis, the models' test metrics."""
   align_rows = results_lib.read_rows(path(job, 'eval', ALIGN_CSV))
@@ -344,6 +354,7 @@ def results_markdown(job):
            'sym_median_deg: median of min(err, 180 - err), the flip-tolerant error of the '
            f'original study. Chance (random rotations): median {CHANCE_MEDIAN_DEG:.0f} deg, '
            f'flip-tolerant median {CHANCE_FLIP_TOLERANT_MEDIAN_DEG:.0f} deg.', '',
+           _embedder_line(job.settings), '',
            '## View synthesis (rotated embedding of view 1, decoded, against view 2)', '',
            results_lib.markdown_table(synthesis_rows,
                                       ('mode', 'pairs', 'n', 'l1', 'psnr_db', 'ssim')), '',
