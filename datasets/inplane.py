@@ -116,9 +116,10 @@ def symmetry_average(embed, images, turns=1, mirror=False):
   """`embed` averaged over the camera's symmetries: `mean_g g^-1 . embed(g . images)`.
 
   g runs over the turns by `2 pi k / turns`, k < turns, and, with `mirror`, each of them after the
-  mirror M. For an `embed` that commutes with these symmetries the average changes nothing; for a
-  learnt one (a student) it is the nearest map that does commute with them, a test-time average
-  over exact new views of the same objects.
+  mirror M. For an `embed` that commutes with these symmetries the average changes nothing; a learnt
+  one (a student) nearly commutes with them, and its average does (exactly for quarter turns and
+  the mirror; other turns resample the view bilinearly): a test-time average over new views of the
+  same objects whose maps are known exactly.
 
   Args:
     embed: images `[n, S, S, C]` -> dict of maps `[n, 2B, 2B, C']` (every width divisible by turns).

@@ -112,7 +112,9 @@ def test_mirror_longitude_reflects_the_grid_through_x():
 def test_mirrored_sphere_and_view_are_those_of_the_mirrored_mesh(chair):
   rotation = random_rotations(1, seed=7)[0]
   posed = chair.copy()
-  posed.apply_transform(np.pad(rotation.astype(np.float64), [[0, 1], [0, 1]]) + np.diag([0, 0, 0, 1]))
+  transform = np.eye(4)
+  transform[:3, :3] = rotation
+  posed.apply_transform(transform)
   mirrored = posed.copy()
   mirrored.apply_transform(np.diag([-1.0, 1.0, 1.0, 1.0]))
   sphere = raycast.mesh_to_sphere(posed, bandwidth=16)
