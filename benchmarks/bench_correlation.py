@@ -11,7 +11,9 @@ calls (the machine is shared; the best is the least disturbed; `reps // pairs`, 
 batches), in milliseconds, after warm-up;
 `CPU ms/pair` is the process CPU time of that call (all threads), steadier under contention.
 `first call` is the cost of the first call of a fresh configuration: table build plus tracing (and XLA
-compilation). Prints a Markdown table; the baseline's volume is checked against ours.
+compilation). Prints a Markdown table; the baseline's volume is checked against ours. The `align` rows
+time `correlation.align` (grid peak, then Newton refinement on the correlation's Fourier coefficients)
+on pairs `g = R . f`, with and without refinement, in a tf.function.
 """
 import argparse
 import os
@@ -23,12 +25,14 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # pylint: disable=g-import-not-at-top
 import tensorflow as tf
 
+import correlation
 from correlation import legendre
 from correlation import rotation
 from correlation import sht
 from correlation import so3
 from correlation import wigner
 from geometry import grids
+from geometry import rotations
 
 
 def dense_wigner_table(bandwidth):
@@ -106,10 +110,16 @@ def run_config(bandwidth, channels, pairs, reps, with_baseline, xla_only=False):
     baseline = best_time_ms(fn, (f, g), reps)
     rows.append(('baseline (dense table), XLA', baseline, first))
     baseline_mb = table.shape.num_elements() * 4 / 2**20
+  g_rotated = rotation.rotate(f, rotations.euler_zyz_to_matrix(
+      tf.constant(rng.uniform(0, np.pi, (pairs, 3)), tf.float32)))
+  for label, refine in (('align, refined, tf.function', True), ('align, grid only, tf.function', False)):
+    fn = tf.function(lambda a, b, refine=refine: correlation.align(a, b, refine=refine))
+    first = first_call_s(fn, (f, g_rotated))
+    rows.append((label, best_time_ms(fn, (f, g_rotated), reps), first))
   lines = []
   for label, (ms, cpu_ms), first in rows:
-    ratio = f'{baseline[0] / ms:.1f}x' if baseline else '-'
-    mb = table_mb if label.startswith('ours') else baseline_mb
+    ratio = f'{baseline[0] / ms:.1f}x' if baseline and not label.startswith('align') else '-'
+    mb = baseline_mb if label.startswith('baseline') else table_mb
     lines.append(f'| {bandwidth} | {channels} | {pairs} | {label} | {ms:.2f} | {ms / pairs:.3f} | '
                  f'{cpu_ms / pairs:.3f} | {ratio} | {first:.1f} | {mb:.1f} |')
   return lines

@@ -14,11 +14,17 @@ The volume is on the SOFT grid of `geometry.so3_grid(B')`, `B' = upsample * B`, 
 `[..., alpha, beta, gamma]`. Upsampling evaluates the same band-limited function on a finer grid (zero
 padding in the spectral domain).
 
+Off the grid the correlation is a trigonometric polynomial in all three angles: `S_{mn}(beta)` has
+degree < B in beta and is known on the whole circle from the grid (`S_{mn}(-beta) = (-1)^(m-n)
+S_{mn}(beta)`), so one FFT over beta gives its Fourier coefficients `Y` (`fourier_coefficients`), and
+`evaluate` sums them, with exact derivatives, at any `(alpha, beta, gamma)`: what `align` refines on.
+
 `normalize=True` first removes each channel's mean over the sphere (its l = 0 term) and scales it to unit
 L2 norm over the sphere, for f and g alike, so each channel contributes a correlation coefficient in
 [-1, 1] and `c(R) / C` is the mean over channels of the cosine similarity of `R . f_c` and `g_c`.
 """
 import functools
+import os
 
 import numpy as np
 import tensorflow as tf
@@ -245,22 +251,87 @@ def spectra(f, g, normalize=False):
 # steps of 4 were best (0.29 ms/pair against 0.31 for single pairs and 0.32 for steps of 8).
 VOLUME_ELEMENTS_PER_STEP = 2**18
 
+# Steps in flight at once when `map_pairs` runs outside an XLA cluster. Each step is one compiled call
+# that keeps about one core busy, so the steps of a batch run side by side: on 2 cores, B = 32, C = 32,
+# batches of 64 took 1.0 ms per pair with 2 or 4 in flight against 1.4 with one.
+PARALLEL_STEPS = max(2, min(8, os.cpu_count() or 2))
+
 
 def pairs_per_step(grid_bandwidth):
   """How many pairs `map_pairs` handles at a time for volumes of bandwidth `grid_bandwidth`."""
   return max(1, min(4, VOLUME_ELEMENTS_PER_STEP // (2 * grid_bandwidth)**3))
 
 
-def map_pairs(fn, f, g, output_dtypes, step):
-  """`fn(f_step, g_step)` over steps of a few pairs, for maps `[..., 2B, 2B, C]` (leading dims broadcast).
+@functools.lru_cache(maxsize=None)
+def compiled_step(step_fn, options):
+  """`step_fn(f, g, **dict(options))` as one XLA-compiled tf.function, built once per (fn, options).
+
+  XLA fuses the many small reshuffles of a step into a few loops: twice as fast as running them op by
+  op (B = 32, C = 32). Inside a caller's own XLA cluster it is simply inlined.
+  """
+  return tf.function(lambda f, g: step_fn(f, g, **dict(options)), jit_compile=True)
+
+
+@functools.lru_cache(maxsize=None)
+def stepped(step_fn, options, output_dtypes, step, input_specs):
+  """A tf.function running `compiled_step(step_fn, options)` over batches of its inputs.
+
+  Args (all hashable: they key the cache):
+    step_fn, options: as for `compiled_step`.
+    output_dtypes: tuple of the dtypes of step_fn's outputs.
+    step: items per call of step_fn.
+    input_specs: one `(shape without the batch dimension, dtype)` per input of step_fn.
+  The loop over steps is a graph even for eager callers, so that `PARALLEL_STEPS` steps run at once
+  (inside a caller's XLA cluster they run one after another); it is traced once for any batch size.
+  """
+  compiled = compiled_step(step_fn, options)
+
+  def run(*inputs):
+    count = tf.shape(inputs[0])[0]
+    padded = (count + step - 1) // step * step  # zeros fill the last step; their results are cut
+    to_steps = lambda x: tf.reshape(
+        tf.pad(x, [[0, padded - count]] + [[0, 0]] * (x.shape.rank - 1)),
+        [-1, step] + x.shape[1:].as_list())
+    outputs = tf.map_fn(lambda items: tuple(compiled(*items)), tuple(map(to_steps, inputs)),
+                        fn_output_signature=tuple(output_dtypes),
+                        parallel_iterations=PARALLEL_STEPS)
+    return tuple(tf.reshape(o, tf.concat([[padded], tf.shape(o)[2:]], 0))[:count] for o in outputs)
+
+  specs = [tf.TensorSpec([None, *shape], dtype) for shape, dtype in input_specs]
+  return tf.function(run, input_signature=specs)
+
+
+def map_steps(step_fn, inputs, output_dtypes, step, **options):
+  """`step_fn(*inputs_step, **options)` over steps of `step` items of inputs with one leading dimension.
+
+  Each step is an XLA-compiled call; up to `PARALLEL_STEPS` run at once (see `stepped`).
 
   Args:
-    fn: maps `[n, 2B, 2B, C]` twice -> a tuple of tensors with leading dimension n.
-    f, g: maps (checked, g cast to f's dtype).
-    output_dtypes: tuple of the dtypes of fn's outputs.
-    step: pairs per call of fn (fewer if there are fewer pairs); see `pairs_per_step`.
+    step_fn: a module-level function (it keys the cache of compiled steps) mapping inputs `[n, ...]` (and
+      `options`) to a tuple of tensors with leading dimension n.
+    inputs: tuple of tensors `[N, ...]` with static shapes after the first dimension.
+    output_dtypes: tuple of the dtypes of step_fn's outputs.
+    step: items per call of step_fn (all at once if there are at most this many).
+    **options: hashable keyword arguments of step_fn.
   Returns:
-    (tuple of fn's outputs, concatenated over all pairs `[N, ...]`; the leading shape to restore).
+    tuple of step_fn's outputs, concatenated over all items `[N, ...]`.
+  """
+  inputs = tuple(tf.convert_to_tensor(x) for x in inputs)
+  options = tuple(sorted(options.items()))
+  if inputs[0].shape[0] is not None and inputs[0].shape[0] <= step:  # one step: no loop
+    return tuple(compiled_step(step_fn, options)(*inputs))
+  specs = tuple((tuple(x.shape[1:]), x.dtype) for x in inputs)
+  return stepped(step_fn, options, tuple(output_dtypes), int(step), specs)(*inputs)
+
+
+def map_pairs(step_fn, f, g, output_dtypes, step, **options):
+  """`map_steps` over pairs of maps `[..., 2B, 2B, C]`: leading dimensions broadcast and are flattened.
+
+  Args:
+    step_fn, output_dtypes, step, options: as for `map_steps`; step_fn takes maps `[n, 2B, 2B, C]` twice.
+    f, g: maps (checked, g cast to f's dtype).
+  Returns:
+    (tuple of step_fn's outputs, concatenated over all pairs `[N, ...]`; the leading shape to restore).
   """
   f, g = _check_pair(f, g)
   batch_shape = tf.broadcast_dynamic_shape(tf.shape(f)[:-3], tf.shape(g)[:-3])
@@ -268,22 +339,17 @@ def map_pairs(fn, f, g, output_dtypes, step):
                  [-1] + f.shape[-3:].as_list())
   g = tf.reshape(tf.broadcast_to(g, tf.concat([batch_shape, tf.shape(g)[-3:]], 0)),
                  [-1] + g.shape[-3:].as_list())
-  count = f.shape[0]
-  step = step if count is None else max(1, min(step, count))
-  count = tf.shape(f)[0]
-  padded = (count + step - 1) // step * step  # zero maps fill the last step; their results are cut
-  pad = [[0, padded - count], [0, 0], [0, 0], [0, 0]]
-  to_steps = lambda x: tf.reshape(tf.pad(x, pad), [-1, step] + x.shape[1:].as_list())
-  outputs = tf.map_fn(lambda pair: tuple(fn(*pair)), (to_steps(f), to_steps(g)),
-                      fn_output_signature=tuple(output_dtypes), parallel_iterations=1)
-  outputs = tuple(tf.reshape(o, tf.concat([[padded], tf.shape(o)[2:]], 0))[:count] for o in outputs)
-  return outputs, batch_shape
+  return map_steps(step_fn, (f, g), output_dtypes, step, **options), batch_shape
 
 
 def _check_upsample(upsample):
   if int(upsample) != upsample or upsample < 1:
     raise ValueError(f'upsample must be a positive integer, got {upsample!r}')
   return int(upsample)
+
+
+def _volume_step(f, g, grid_bandwidth, normalize):
+  return (volume_from_spectrum(spectra(f, g, normalize), grid_bandwidth),)
 
 
 def correlate(f, g, upsample=1, normalize=False):
@@ -295,50 +361,74 @@ def correlate(f, g, upsample=1, normalize=False):
   upsample = _check_upsample(upsample)
   f = sht._check_map(f, 'correlation.correlate (f)')
   grid_bandwidth = upsample * f.shape[-3] // 2
-  (volume,), batch_shape = map_pairs(
-      lambda a, b: (volume_from_spectrum(spectra(a, b, normalize), grid_bandwidth),), f, g,
-      (f.dtype,), pairs_per_step(grid_bandwidth))
+  (volume,), batch_shape = map_pairs(_volume_step, f, g, (f.dtype,), pairs_per_step(grid_bandwidth),
+                                     grid_bandwidth=grid_bandwidth, normalize=normalize)
   return tf.reshape(volume, tf.concat([batch_shape, [2 * grid_bandwidth] * 3], 0))
 
 
-def evaluate(spectrum, angles):
+def fourier_coefficients(spectrum):
+  """The correlation as a trigonometric polynomial: cross-spectra `[..., B, 2B-1, B]` -> `Y`.
+
+  `c(alpha, beta, gamma) = Re sum_{k, m, n} w_n Y_{mnk} exp(i (k beta - m alpha - n gamma))` with
+  `|k|, |m| < B`, `0 <= n < B`, `w_0 = 1` and `w_n = 2` for `n > 0` (the `-n` terms are conjugates).
+  `Y_{mnk}` is the k-th Fourier coefficient of `S_{mn}(beta)`: the grid rows `beta_j` and their mirrors
+  `2 pi - beta_j`, where `S_{mn}` is `(-1)^(m-n) S_{mn}(beta_j)`, are 4B equispaced samples of a
+  polynomial of degree < B, so one FFT gives `Y` exactly.
+
+  Returns:
+    complex `[..., 2B-1 (m), B (n), 2B-1 (k)]` (1 MB per pair at B = 32 in complex64).
+  """
+  spectrum = tf.convert_to_tensor(spectrum)
+  b_max = spectrum.shape[-1]
+  batch_shape = tf.shape(spectrum)[:-3]
+  flat = tf.reshape(spectrum, [-1, b_max, 2 * b_max - 1, b_max])
+  s = _contract(flat, contraction_plan(b_max, b_max, spectrum.dtype.real_dtype.name), b_max)
+  orders = np.arange(-(b_max - 1), b_max)
+  s = tf.gather(s[..., :b_max], orders % (2 * b_max), axis=2)             # [N, j, m, n]
+  mirror_sign = (-1.0)**(orders[:, None] - np.arange(b_max))
+  s = tf.concat([s, tf.reverse(s, axis=[1]) * tf.constant(mirror_sign, s.dtype)], axis=1)
+  # Samples at theta_t = pi (2t + 1) / 4B, t < 4B: the FFT's k-th term is 4B exp(i k pi / 4B) Y_k.
+  samples = tf.signal.fft(tf.transpose(s, [0, 2, 3, 1]))                   # [N, m, n, 4B]
+  shift = np.exp(-1j * orders * np.pi / (4 * b_max)) / (4 * b_max)
+  y = tf.gather(samples, orders % (4 * b_max), axis=-1) * tf.constant(shift, samples.dtype)
+  return tf.reshape(y, tf.concat([batch_shape, [2 * b_max - 1, b_max, 2 * b_max - 1]], 0))
+
+
+def evaluate(coefficients, angles):
   """The band-limited correlation at continuous ZYZ angles, with its gradient and Hessian.
 
   Args:
-    spectrum: cross-spectra `[..., B, 2B-1, B]`.
-    angles: `[..., 3]` (alpha, beta, gamma) in radians, same leading dimensions as `spectrum`.
+    coefficients: `Y` `[..., 2B-1, B, 2B-1]` from `fourier_coefficients`.
+    angles: `[..., 3]` (alpha, beta, gamma) in radians, same leading dimensions.
   Returns:
     (value `[...]`, gradient `[..., 3]`, hessian `[..., 3, 3]`) with respect to (alpha, beta, gamma).
   """
-  b_max = spectrum.shape[-1]
-  real_dtype = spectrum.dtype.real_dtype
-  alpha, beta, gamma = tf.unstack(tf.cast(angles, real_dtype), axis=-1)
-  # Orders n >= -2 suffice: each derivative invalidates the lowest column (see wigner_d_derivative).
-  d = wigner.wigner_d_matrices(b_max, beta, first_n=-2)                    # [..., l, m, n >= -2]
-  d1 = wigner.wigner_d_derivative(d, first_n=-2)
-  d2 = wigner.wigner_d_derivative(d1, first_n=-2)
-  d0, d1, d2 = d[..., 2:], d1[..., 2:], d2[..., 2:]                        # n >= 0
-  x = spectrum
-  k0, k1, k2 = (tf.reduce_sum(x * tf.cast(d, x.dtype), axis=-3) for d in (d0, d1, d2))  # [..., m, n]
-  m = tf.range(-(b_max - 1), b_max, dtype=real_dtype)[:, None]
-  n = tf.range(b_max, dtype=real_dtype)[None, :]
-  # Only n >= 0 is stored: the n > 0 terms stand for their mirrored (-m, -n) conjugates too.
-  weight = tf.where(n > 0, tf.constant(2.0, real_dtype), tf.constant(1.0, real_dtype))
-  phase = -(alpha[..., None, None] * m + gamma[..., None, None] * n)
-  e = tf.complex(weight * tf.cos(phase), weight * tf.sin(phase))
-  zero = tf.zeros_like(m * n)
-  def total(k, poly_re, poly_im):
-    """Re sum_mn e * k * (poly_re + i poly_im)."""
-    return tf.reduce_sum(tf.math.real(e * k * tf.complex(poly_re + zero, poly_im + zero)), [-2, -1])
-  one = tf.ones_like(zero)
-  value = total(k0, one, zero)
-  grad = tf.stack([total(k0, zero, -m), total(k1, one, zero), total(k0, zero, -n)], -1)
-  h_aa = total(k0, -m * m, zero)
-  h_gg = total(k0, -n * n, zero)
-  h_ag = total(k0, -m * n, zero)
-  h_ab = total(k1, zero, -m)
-  h_gb = total(k1, zero, -n)
-  h_bb = total(k2, one, zero)
-  hess = tf.stack([tf.stack([h_aa, h_ab, h_ag], -1), tf.stack([h_ab, h_bb, h_gb], -1),
-                   tf.stack([h_ag, h_gb, h_gg], -1)], -2)
+  y = tf.convert_to_tensor(coefficients)
+  b_max = y.shape[-2]
+  real_dtype = y.dtype.real_dtype
+  angles = tf.cast(angles, real_dtype)
+  orders = tf.range(-(b_max - 1), b_max, dtype=real_dtype)
+  n = tf.range(b_max, dtype=real_dtype)
+
+  def moments(angle, frequencies, weight=1.0):
+    """`weight exp(i angle f) f^p` for p = 0, 1, 2: `[..., frequencies, 3]` (derivatives bring f)."""
+    wave = tf.exp(tf.complex(tf.zeros_like(angle * frequencies), angle * frequencies))
+    wave *= tf.cast(weight, wave.dtype)
+    return tf.stack([wave * tf.cast(frequencies**p, wave.dtype) for p in range(3)], -1)
+
+  by_k = moments(angles[..., 1:2], orders)                                  # [..., k, 3]
+  by_n = moments(-angles[..., 2:3], n, tf.where(n > 0, 2.0, 1.0))           # [..., n, 3]
+  by_m = moments(-angles[..., 0:1], orders)                                 # [..., m, 3]
+  # Sums over k, then n, then m: moments r[a, b, c] of n^a m^b k^c, 27 numbers per point.
+  r = tf.einsum('...mnk,...kc->...mnc', y, by_k)
+  r = tf.einsum('...mnc,...na->...mac', r, by_n)
+  r = tf.einsum('...mac,...mb->...abc', r, by_m)
+  re, im = tf.math.real(r), tf.math.imag(r)
+  value = re[..., 0, 0, 0]
+  # d/dalpha brings -i m, d/dbeta i k, d/dgamma -i n.
+  grad = tf.stack([im[..., 0, 1, 0], -im[..., 0, 0, 1], im[..., 1, 0, 0]], -1)
+  h_aa, h_bb, h_gg = -re[..., 0, 2, 0], -re[..., 0, 0, 2], -re[..., 2, 0, 0]
+  h_ab, h_ag, h_bg = re[..., 0, 1, 1], -re[..., 1, 1, 0], re[..., 1, 0, 1]
+  hess = tf.stack([tf.stack([h_aa, h_ab, h_ag], -1), tf.stack([h_ab, h_bb, h_bg], -1),
+                   tf.stack([h_ag, h_bg, h_gg], -1)], -2)
   return value, grad, hess

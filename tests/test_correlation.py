@@ -5,6 +5,7 @@ import tensorflow as tf
 
 import correlation
 from correlation import so3
+from correlation import wigner
 from geometry import grids, rotations
 from tests.test_rotate import band_limited_map, von_mises_maps
 
@@ -81,7 +82,8 @@ def test_normalize_is_invariant_to_channel_offsets_and_scales():
   np.testing.assert_allclose(correlation.correlate(f * scale + offset, g / scale - offset,
                                                    normalize=True).numpy(), plain, atol=1e-10)
   # Each channel contributes a cosine similarity: c(identity) of f with itself is C, the maximum.
-  identity_value, _, _ = so3.evaluate(so3.spectra(f, f, normalize=True), np.zeros(3))
+  identity_value, _, _ = so3.evaluate(
+      so3.fourier_coefficients(so3.spectra(f, f, normalize=True)), np.zeros(3))
   np.testing.assert_allclose(identity_value, 3.0, rtol=1e-12)
   assert correlation.correlate(f, f, normalize=True).numpy().max() <= 3.0 and plain.max() < 3.0
 
@@ -96,19 +98,62 @@ def test_float32_agrees_with_float64_in_xla_graph():
   np.testing.assert_allclose(volume, reference, atol=1e-5 * np.abs(reference).max())
 
 
+def direct_evaluation(spectrum, angles):
+  """Reference for `so3.evaluate`: `Re sum_mn w_n exp(-i(m alpha + n gamma)) sum_l d^l_mn(beta) X^l_mn`
+  with Wigner-d from the recursion at beta itself, derivatives from `wigner_d_derivative`."""
+  b = spectrum.shape[-1]
+  out = []
+  for x, (alpha, beta, gamma) in zip(np.asarray(spectrum), np.asarray(angles)):
+    d = wigner.wigner_d_matrices(b, np.float64(beta)).numpy()               # [l, m, n], all n
+    d1 = wigner.wigner_d_derivative(d).numpy()
+    d2 = wigner.wigner_d_derivative(d1).numpy()
+    m = np.arange(-(b - 1), b)[:, None]
+    n = np.arange(b)[None, :]
+    e = np.where(n > 0, 2.0, 1.0) * np.exp(-1j * (m * alpha + n * gamma))
+    s0, s1, s2 = ((x * dd[:, :, b - 1:]).sum(0) for dd in (d, d1, d2))     # n >= 0 columns
+    total = lambda s, factor: np.real(np.sum(e * s * factor))
+    value = total(s0, 1)
+    grad = [total(s0, -1j * m), total(s1, 1), total(s0, -1j * n)]
+    hess = [[total(s0, -m * m), total(s1, -1j * m), total(s0, -m * n)],
+            [total(s1, -1j * m), total(s2, 1), total(s1, -1j * n)],
+            [total(s0, -m * n), total(s1, -1j * n), total(s0, -n * n)]]
+    out.append((value, grad, hess))
+  return [np.array(v) for v in zip(*out)]
+
+
+def test_continuous_evaluation_matches_brute_force_and_direct_sums(smooth_pair):
+  f, g = smooth_pair
+  rng = np.random.default_rng(11)
+  angles = np.stack([rng.uniform(0, 2 * np.pi, 5), rng.uniform(0, np.pi, 5),
+                     rng.uniform(0, 2 * np.pi, 5)], -1)
+  spectrum = so3.spectra(np.stack([f] * 5), np.stack([g] * 5))
+  coefficients = so3.fourier_coefficients(spectrum)
+  assert coefficients.shape == (5, 15, 8, 15)
+  value, grad, hess = so3.evaluate(coefficients, angles)
+  reference = brute_force_correlation(angles)
+  np.testing.assert_allclose(value, reference, atol=1e-8 * np.abs(reference).max())
+  for ours, direct in zip((value, grad, hess), direct_evaluation(spectrum, angles)):
+    np.testing.assert_allclose(ours, direct, atol=1e-11 * np.abs(direct).max())
+  # The real-map symmetry of the beta polynomial: Y_{m n, -k} = (-1)^(m - n) Y_{m n k}.
+  y = coefficients.numpy()
+  m, n = np.arange(-7, 8)[:, None, None], np.arange(8)[None, :, None]
+  np.testing.assert_allclose(y[..., ::-1], (-1.0)**(m - n) * y, atol=1e-12 * np.abs(y).max())
+
+
 def test_continuous_evaluation_matches_grid_and_its_derivatives():
   b = 8
   spectrum = so3.spectra(band_limited_map(b, seed=7), band_limited_map(b, seed=8))
   volume = so3.volume_from_spectrum(spectrum).numpy()
+  coefficients = so3.fourier_coefficients(tf.stack([spectrum] * 2))
   alpha, beta, gamma = grids.so3_grid(b)
   angles = np.array([[alpha[i], beta[j], gamma[k]] for i, j, k in [(1, 2, 3), (15, 0, 9)]])
-  value, grad, hess = so3.evaluate(tf.stack([spectrum] * 2), angles)
+  value, grad, hess = so3.evaluate(coefficients, angles)
   np.testing.assert_allclose(value, [volume[1, 2, 3], volume[15, 0, 9]], rtol=1e-11)
   h = 1e-5
   for axis in range(3):
     step = np.zeros(3); step[axis] = h
-    v_plus, g_plus, _ = so3.evaluate(tf.stack([spectrum] * 2), angles + step)
-    v_minus, g_minus, _ = so3.evaluate(tf.stack([spectrum] * 2), angles - step)
+    v_plus, g_plus, _ = so3.evaluate(coefficients, angles + step)
+    v_minus, g_minus, _ = so3.evaluate(coefficients, angles - step)
     np.testing.assert_allclose(grad[:, axis], (v_plus - v_minus) / (2 * h), rtol=1e-6, atol=1e-8)
     np.testing.assert_allclose(hess[:, axis], (g_plus - g_minus) / (2 * h), rtol=1e-5, atol=1e-7)
 
