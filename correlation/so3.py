@@ -251,7 +251,7 @@ def spectra(f, g, normalize=False):
 # steps of 4 were best (0.29 ms/pair against 0.31 for single pairs and 0.32 for steps of 8).
 VOLUME_ELEMENTS_PER_STEP = 2**18
 
-# Steps in flight at once when `map_pairs` runs outside an XLA cluster. Each step is one compiled call
+# Steps in flight at once when `map_steps` runs outside an XLA cluster. Each step is one compiled call
 # that keeps about one core busy, so the steps of a batch run side by side: on 2 cores, B = 32, C = 32,
 # batches of 64 took 1.0 ms per pair with 2 or 4 in flight against 1.4 with one.
 PARALLEL_STEPS = max(2, min(8, os.cpu_count() or 2))
@@ -371,9 +371,9 @@ def fourier_coefficients(spectrum):
 
   `c(alpha, beta, gamma) = Re sum_{k, m, n} w_n Y_{mnk} exp(i (k beta - m alpha - n gamma))` with
   `|k|, |m| < B`, `0 <= n < B`, `w_0 = 1` and `w_n = 2` for `n > 0` (the `-n` terms are conjugates).
-  `Y_{mnk}` is the k-th Fourier coefficient of `S_{mn}(beta)`: the grid rows `beta_j` and their mirrors
-  `2 pi - beta_j`, where `S_{mn}` is `(-1)^(m-n) S_{mn}(beta_j)`, are 4B equispaced samples of a
-  polynomial of degree < B, so one FFT gives `Y` exactly.
+  `Y_{mnk}` is the k-th Fourier coefficient of `S_{mn}(beta)`, a polynomial of degree < B: its values
+  on the grid rows `beta_j` and, by `S_{mn}(2 pi - beta) = (-1)^(m-n) S_{mn}(beta)`, at their mirrors
+  `2 pi - beta_j` are 4B equispaced samples, so one FFT gives `Y` exactly.
 
   Returns:
     complex `[..., 2B-1 (m), B (n), 2B-1 (k)]` (1 MB per pair at B = 32 in complex64).
