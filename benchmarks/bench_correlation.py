@@ -12,8 +12,9 @@ batches), in milliseconds, after warm-up;
 `CPU ms/pair` is the process CPU time of that call (all threads), steadier under contention.
 `first call` is the cost of the first call of a fresh configuration: table build plus tracing (and XLA
 compilation). Prints a Markdown table; the baseline's volume is checked against ours. The `align` rows
-time `correlation.align` (grid peak, then Newton refinement on the correlation's Fourier coefficients)
-on pairs `g = R . f`, with and without refinement, in a tf.function.
+time `correlation.align` (grid peaks, then Newton refinement on the correlation's Fourier coefficients)
+on pairs `g = R . f` in a tf.function: refining the default number of distinct grid peaks, the grid
+argmax alone, and no refinement.
 """
 import argparse
 import os
@@ -112,8 +113,11 @@ def run_config(bandwidth, channels, pairs, reps, with_baseline, xla_only=False):
     baseline_mb = table.shape.num_elements() * 4 / 2**20
   g_rotated = rotation.rotate(f, rotations.euler_zyz_to_matrix(
       tf.constant(rng.uniform(0, np.pi, (pairs, 3)), tf.float32)))
-  for label, refine in (('align, refined, tf.function', True), ('align, grid only, tf.function', False)):
-    fn = tf.function(lambda a, b, refine=refine: correlation.align(a, b, refine=refine))
+  for label, options in (
+      (f'align, {correlation.alignment.CANDIDATE_PEAKS} peaks refined, tf.function', {}),
+      ('align, 1 peak refined, tf.function', {'candidates': 1}),
+      ('align, grid only, tf.function', {'refine': False})):
+    fn = tf.function(lambda a, b, options=options: correlation.align(a, b, **options))
     first = first_call_s(fn, (f, g_rotated))
     rows.append((label, best_time_ms(fn, (f, g_rotated), reps), first))
   lines = []

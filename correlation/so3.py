@@ -399,9 +399,10 @@ def evaluate(coefficients, angles):
 
   Args:
     coefficients: `Y` `[..., 2B-1, B, 2B-1]` from `fourier_coefficients`.
-    angles: `[..., 3]` (alpha, beta, gamma) in radians, same leading dimensions.
+    angles: `[..., P, 3]` (alpha, beta, gamma) in radians: P points for each set of coefficients.
   Returns:
-    (value `[...]`, gradient `[..., 3]`, hessian `[..., 3, 3]`) with respect to (alpha, beta, gamma).
+    (value `[..., P]`, gradient `[..., P, 3]`, hessian `[..., P, 3, 3]`) with respect to (alpha, beta,
+    gamma).
   """
   y = tf.convert_to_tensor(coefficients)
   b_max = y.shape[-2]
@@ -411,18 +412,19 @@ def evaluate(coefficients, angles):
   n = tf.range(b_max, dtype=real_dtype)
 
   def moments(angle, frequencies, weight=1.0):
-    """`weight exp(i angle f) f^p` for p = 0, 1, 2: `[..., frequencies, 3]` (derivatives bring f)."""
+    """`weight exp(i angle f) f^p` for p = 0, 1, 2: `[..., P, frequencies, 3]` (derivatives bring f)."""
     wave = tf.exp(tf.complex(tf.zeros_like(angle * frequencies), angle * frequencies))
     wave *= tf.cast(weight, wave.dtype)
     return tf.stack([wave * tf.cast(frequencies**p, wave.dtype) for p in range(3)], -1)
 
-  by_k = moments(angles[..., 1:2], orders)                                  # [..., k, 3]
-  by_n = moments(-angles[..., 2:3], n, tf.where(n > 0, 2.0, 1.0))           # [..., n, 3]
-  by_m = moments(-angles[..., 0:1], orders)                                 # [..., m, 3]
-  # Sums over k, then n, then m: moments r[a, b, c] of n^a m^b k^c, 27 numbers per point.
-  r = tf.einsum('...mnk,...kc->...mnc', y, by_k)
-  r = tf.einsum('...mnc,...na->...mac', r, by_n)
-  r = tf.einsum('...mac,...mb->...abc', r, by_m)
+  by_k = moments(angles[..., 1:2], orders)                                  # [..., P, k, 3]
+  by_n = moments(-angles[..., 2:3], n, tf.where(n > 0, 2.0, 1.0))           # [..., P, n, 3]
+  by_m = moments(-angles[..., 0:1], orders)                                 # [..., P, m, 3]
+  # Sums over k, then n, then m: moments r[a, b, c] of n^a m^b k^c, 27 numbers per point. The first,
+  # the only large one, is one matrix product for all points, so Y is read once however many there are.
+  r = tf.einsum('...mnk,...pkc->...mnpc', y, by_k)
+  r = tf.einsum('...mnpc,...pna->...pmac', r, by_n)
+  r = tf.einsum('...pmac,...pmb->...pabc', r, by_m)
   re, im = tf.math.real(r), tf.math.imag(r)
   value = re[..., 0, 0, 0]
   # d/dalpha brings -i m, d/dbeta i k, d/dgamma -i n.

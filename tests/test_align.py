@@ -1,5 +1,6 @@
 """align / align_top_k: Haar-random rotations of analytic maps, poles, exactness, symmetric objects."""
 import numpy as np
+import pytest
 import tensorflow as tf
 
 import correlation
@@ -57,18 +58,28 @@ def test_refinement_stops_early_only_once_converged(monkeypatch):
     np.testing.assert_allclose(early_value, full_value, rtol=1e-5)
 
 
+def paired_bumps_map(rotation, mu, flip, weight=1.0, kappa=6.0, bandwidth=B):
+  """`rotation . f` for f = vMF bumps at `mu [n, 3]` plus bumps of height `weight` at `flip mu`.
+
+  With weight 1, f is invariant under the rotation `flip`; below 1, nearly so: the correlation of two
+  rotated copies then has a second peak, at the flipped pose, nearly as high as the true one.
+  """
+  points = np.einsum('ji,abj->abi', rotation, grids.sphere_directions(bandwidth))
+  bumps = lambda centres: np.exp(kappa * (points @ centres.T - 1)).sum(-1)
+  return (bumps(mu) + weight * bumps(mu @ flip.T))[..., None]
+
+
+def random_directions(n, seed):
+  mu = np.random.default_rng(seed).standard_normal((n, 3))
+  return mu / np.linalg.norm(mu, axis=-1, keepdims=True)
+
+
 def test_top_k_finds_both_poses_of_a_two_fold_symmetric_map():
   # Bumps in pairs (mu, Rz(pi) mu): the map is invariant under Rz(pi), so R0 and R0 Rz(pi) both align.
-  rng = np.random.default_rng(3)
   flip = rotations.rotation_z(np.float64(np.pi)).numpy()
-  mu = rng.standard_normal((3, 3))
-  mu /= np.linalg.norm(mu, axis=-1, keepdims=True)
-  mu = np.concatenate([mu, mu @ flip.T])
-  def symmetric_map(rotation):
-    points = np.einsum('ji,abj->abi', rotation, grids.sphere_directions(B))
-    return np.exp(6.0 * (points @ mu.T - 1)).sum(-1, keepdims=True)
+  mu = random_directions(3, seed=3)
   r0 = exact_rotations(1, seed=4)[0]
-  f, g = symmetric_map(np.eye(3)), symmetric_map(r0)
+  f, g = paired_bumps_map(np.eye(3), mu, flip), paired_bumps_map(r0, mu, flip)
   out = correlation.align_top_k(f, g, k=3)
   assert out['rotations'].shape == (3, 3, 3) and out['scores'].shape == (3,)
   errors = rotations.angular_distance(out['rotations'][:2], np.stack([r0, r0 @ flip])).numpy()
@@ -76,6 +87,24 @@ def test_top_k_finds_both_poses_of_a_two_fold_symmetric_map():
   assert min(errors.max(), swapped.max()) < 1.0
   np.testing.assert_allclose(out['confidence'], 1.0, atol=1e-6)
   assert out['scores'][0] >= out['scores'][1] > out['scores'][2]
+
+
+def test_align_keeps_the_best_refined_peak_not_the_best_grid_peak():
+  # A nearly symmetric map (flipped bumps at 95% height): for some rotations the flipped pose's peak
+  # is sampled nearer its top by the B = 16 grid and wins there, though the true pose's peak is higher.
+  bandwidth, flip = 16, np.diag([1.0, -1.0, -1.0])  # Rx(pi)
+  mu = random_directions(3, seed=3)
+  r0 = exact_rotations(32, seed=11)
+  f = paired_bumps_map(np.eye(3), mu, flip, weight=0.95, bandwidth=bandwidth)
+  g = np.stack([paired_bumps_map(r, mu, flip, weight=0.95, bandwidth=bandwidth) for r in r0])
+  error = lambda estimate, truth: rotations.angular_distance(estimate, truth).numpy()
+  grid = correlation.align(f, g, refine=False)
+  fooled = error(grid, r0 @ flip) < 180.0 / bandwidth
+  assert fooled.sum() >= 2  # the case under test occurs
+  assert np.all(error(correlation.align(f, g, candidates=1), r0)[fooled] > 90.0)
+  np.testing.assert_array_less(error(correlation.align(f, g), r0), 0.1)
+  with pytest.raises(ValueError, match='candidates'):
+    correlation.align(f, g, candidates=0)
 
 
 def test_top_k_confidence_of_a_unique_match_and_batching_in_graph():

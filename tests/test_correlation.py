@@ -83,8 +83,8 @@ def test_normalize_is_invariant_to_channel_offsets_and_scales():
                                                    normalize=True).numpy(), plain, atol=1e-10)
   # Each channel contributes a cosine similarity: c(identity) of f with itself is C, the maximum.
   identity_value, _, _ = so3.evaluate(
-      so3.fourier_coefficients(so3.spectra(f, f, normalize=True)), np.zeros(3))
-  np.testing.assert_allclose(identity_value, 3.0, rtol=1e-12)
+      so3.fourier_coefficients(so3.spectra(f, f, normalize=True)), np.zeros((1, 3)))
+  np.testing.assert_allclose(identity_value, [3.0], rtol=1e-12)
   assert correlation.correlate(f, f, normalize=True).numpy().max() <= 3.0 and plain.max() < 3.0
 
 
@@ -129,11 +129,16 @@ def test_continuous_evaluation_matches_brute_force_and_direct_sums(smooth_pair):
   spectrum = so3.spectra(np.stack([f] * 5), np.stack([g] * 5))
   coefficients = so3.fourier_coefficients(spectrum)
   assert coefficients.shape == (5, 15, 8, 15)
-  value, grad, hess = so3.evaluate(coefficients, angles)
+  # Five sets of coefficients at one point each, and all five points on the first set.
+  value, grad, hess = so3.evaluate(coefficients, angles[:, None])
+  assert value.shape == (5, 1) and grad.shape == (5, 1, 3) and hess.shape == (5, 1, 3, 3)
+  shared = so3.evaluate(coefficients[0], angles)
   reference = brute_force_correlation(angles)
-  np.testing.assert_allclose(value, reference, atol=1e-8 * np.abs(reference).max())
-  for ours, direct in zip((value, grad, hess), direct_evaluation(spectrum, angles)):
-    np.testing.assert_allclose(ours, direct, atol=1e-11 * np.abs(direct).max())
+  np.testing.assert_allclose(value[:, 0], reference, atol=1e-8 * np.abs(reference).max())
+  for ours, ours_shared, direct in zip((value, grad, hess), shared,
+                                       direct_evaluation(spectrum, angles)):
+    np.testing.assert_allclose(ours[:, 0], direct, atol=1e-11 * np.abs(direct).max())
+    np.testing.assert_allclose(ours_shared, direct, atol=1e-11 * np.abs(direct).max())
   # The real-map symmetry of the beta polynomial: Y_{m n, -k} = (-1)^(m - n) Y_{m n k}.
   y = coefficients.numpy()
   m, n = np.arange(-7, 8)[:, None, None], np.arange(8)[None, :, None]
@@ -144,7 +149,7 @@ def test_continuous_evaluation_matches_grid_and_its_derivatives():
   b = 8
   spectrum = so3.spectra(band_limited_map(b, seed=7), band_limited_map(b, seed=8))
   volume = so3.volume_from_spectrum(spectrum).numpy()
-  coefficients = so3.fourier_coefficients(tf.stack([spectrum] * 2))
+  coefficients = so3.fourier_coefficients(spectrum)
   alpha, beta, gamma = grids.so3_grid(b)
   angles = np.array([[alpha[i], beta[j], gamma[k]] for i, j, k in [(1, 2, 3), (15, 0, 9)]])
   value, grad, hess = so3.evaluate(coefficients, angles)
