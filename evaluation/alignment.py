@@ -56,6 +56,42 @@ def summarize_errors(errors_deg):
   return stats
 
 
+# An error above this is a pose taken for one of its 180-degree flips (or near one), not a near miss.
+FLIPPED_DEG = 150.0
+
+
+def category_of(instance_ids):
+  """Category of each instance id `<category>/<name>` (datasets.sources): `[N]` str; ids without a
+  slash are their own category."""
+  ids = np.asarray(instance_ids)
+  ids = np.char.decode(ids, 'utf-8') if ids.dtype.kind == 'S' else ids.astype(str)
+  return np.char.partition(ids, '/')[..., 0]
+
+
+def summarize_by_group(errors_deg, groups):
+  """`summarize_errors` per group (for example per category), plus `sym_median_deg` (median of
+  `fold_symmetric`) and `flipped` (percent of errors above FLIPPED_DEG).
+
+  Args:
+    errors_deg: `[P]` plain (unfolded) errors in degrees.
+    groups: `[P]` group of each error.
+  Returns:
+    dict group -> stats, in sorted group order.
+  """
+  e = np.asarray(errors_deg, np.float64)
+  groups = np.asarray(groups)
+  if e.shape != groups.shape:
+    raise ValueError(f'summarize_by_group: errors {e.shape} and groups {groups.shape} differ')
+  out = {}
+  for group in np.unique(groups):
+    chosen = e[groups == group]
+    stats = summarize_errors(chosen)
+    stats['sym_median_deg'] = float(np.median(fold_symmetric(chosen)))
+    stats['flipped'] = float(100.0 * np.mean(chosen > FLIPPED_DEG))
+    out[group.item() if hasattr(group, 'item') else group] = stats
+  return out
+
+
 def _batches(count, batch_size):
   for start in range(0, count, batch_size):
     yield start, min(start + batch_size, count)

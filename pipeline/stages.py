@@ -328,6 +328,27 @@ def _degree_correlation_lines(job, max_degree=6):
           'to tell a pose from its 180-degree flips.']
 
 
+def _category_lines(job):
+  """Same-instance relative pose per category (upsample 1, teacher and student): a markdown table."""
+  by_mode = {}
+  for mode in ('target', 'fmap'):
+    pairs_file = eval_commands.pairs_record_path(path(job, 'eval'), _run_name(1), mode, 'same')
+    if not os.path.exists(pairs_file):
+      return ['(no same-instance pairs)']
+    with np.load(pairs_file) as data:
+      by_mode[mode] = alignment_lib.summarize_by_group(
+          data['raw_error_deg'], alignment_lib.category_of(data['instance_1']))
+  lines = ['| category | pairs | target median | fmap median | fmap acc30 | fmap flip-tolerant median '
+           f'| fmap flipped (> {alignment_lib.FLIPPED_DEG:.0f} deg, %) |', '|---|---|---|---|---|---|---|']
+  for category, fmap in by_mode['fmap'].items():
+    target = by_mode['target'].get(category, {}).get('median_deg', float('nan'))
+    lines.append(f'| {category} | {fmap["n"]} | {target:.2f} | {fmap["median_deg"]:.1f} | '
+                 f'{fmap["acc30"]:.1f} | {fmap["sym_median_deg"]:.1f} | {fmap["flipped"]:.1f} |')
+  return lines + ['', "Flipped: a pose taken for one of its 180-degree flips. If each view's embedding "
+                  'were that of its pose or, at random, of one flip of it, about 50% of the pairs '
+                  "would be flipped; with the three flips about the object's axes, 75%."]
+
+
 def _embedder_line(settings):
   turns, mirror = int(settings['embedder_turns']), bool(settings['embedder_mirror'])
   if turns == 1 and not mirror:
@@ -366,6 +387,7 @@ def results_markdown(job):
     value = result.get('eval', {}).get(metric)
     lines.append(f'| {model} | {result.get("step")} | {metric} | '
                  f'{"n/a" if value is None else f"{value:.4f}"} |')
+  lines += ['', '## Relative pose by category (same instance, upsample 1)', '', *_category_lines(job)]
   lines += ['', '## Student against teacher, by degree (test split)', '',
             *_degree_correlation_lines(job)]
   target, fmap = _median(align_rows, 'target', 'same'), _median(align_rows, 'fmap', 'same')

@@ -77,6 +77,23 @@ def test_relative_rotations_and_statistics_against_explicit_formulas():
                              atol=1e-5)
 
 
+def test_errors_by_category():
+  ids = np.array([b'chair/0001', b'chair/0002', b'mug/0001', b'mug/0001', b'mug/0003', b'plain'])
+  categories = alignment.category_of(ids)
+  assert categories.tolist() == ['chair', 'chair', 'mug', 'mug', 'mug', 'plain']
+  assert alignment.category_of(ids.astype(str)).tolist() == categories.tolist()
+  errors = np.array([5.0, 170.0, 1.0, 2.0, 160.0, 40.0])
+  stats = alignment.summarize_by_group(errors, categories)
+  assert list(stats) == ['chair', 'mug', 'plain']
+  assert stats['chair']['n'] == 2 and stats['chair']['median_deg'] == pytest.approx(87.5)
+  assert stats['chair']['sym_median_deg'] == pytest.approx(7.5)  # 5 and 180 - 170
+  assert stats['mug']['flipped'] == pytest.approx(100 / 3) and stats['mug']['acc10'] == pytest.approx(
+      200 / 3)
+  assert stats['plain']['flipped'] == 0.0
+  with pytest.raises(ValueError, match='differ'):
+    alignment.summarize_by_group(errors, categories[:2])
+
+
 def test_symmetric_fold_is_exact_for_a_flip_about_the_error_axis():
   errors = np.array([0.0, 20.0, 90.0, 160.0, 180.0])
   np.testing.assert_allclose(alignment.fold_symmetric(errors), [0, 20, 90, 20, 0])

@@ -14,6 +14,7 @@ import pytest
 import main
 from datasets import contact_sheet
 from datasets import procedural
+from evaluation import alignment
 from evaluation import degrees
 from pipeline import presets
 from pipeline import runner
@@ -225,6 +226,12 @@ def test_whole_pipeline_tiny_then_skip_then_resume(tmp_path):
       for upsample in (1, 2):
         assert f'| {mode} | {kind} | {upsample} |' in table
   assert '| teacher | 4 | accuracy |' in table and 'psnr_db' in table
+  # Same-instance pairs per category, the student's row from its per-pair errors.
+  with np.load(eval_dir / 'test_embeddings.fmap.same.pairs.npz') as pairs:
+    by_category = alignment.summarize_by_group(pairs['raw_error_deg'],
+                                               alignment.category_of(pairs['instance_1']))
+  for category, stats in by_category.items():
+    assert f'| {category} | {stats["n"]} | ' in table
   # The per-degree correlation of the student's test embeddings with the teacher's.
   with np.load(eval_dir / 'test_embeddings.npz') as data:
     rho = degrees.degree_correlation(data['fmap'], data['target'])
