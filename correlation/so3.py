@@ -248,7 +248,9 @@ def spectra(f, g, normalize=False):
 # Every stage is bound by memory traffic, not arithmetic, so a step should stay in cache: at B = 32,
 # C = 32 (XLA, one thread, shared 2-core machine) a batch of 64 cost 1.6 ms of CPU per pair in steps of
 # one pair, 1.7 in steps of 2 and 2.1 in steps of 4 (earlier code: 2.7 for 8, 3.3 for 16); at B = 16
-# steps of 4 were best (0.29 ms/pair against 0.31 for single pairs and 0.32 for steps of 8).
+# steps of 4 were best (0.29 ms/pair against 0.31 for single pairs and 0.32 for steps of 8); at B = 64
+# (27.8 MB of tables, more than the cache) single pairs still won: 9.4-10.2 ms/pair against 12.0 in
+# steps of 2 and 15.7 in steps of 4 (C = 32, batches of 16), so re-reading the tables is not the cost.
 VOLUME_ELEMENTS_PER_STEP = 2**18
 
 # Steps in flight at once when `map_steps` runs outside an XLA cluster. Each step is one compiled call
