@@ -52,6 +52,9 @@ flags.DEFINE_integer('seed', 0,
                      'Seeds Python, NumPy and TensorFlow (initial weights, data order, augmentation) '
                      'so that a run repeats; -1 leaves them unseeded.')
 flags.DEFINE_bool('export', True, 'Export the trained model to MODEL_DIR/export at the end.')
+flags.DEFINE_enum('jit_compile', 'auto', ['auto', 'true', 'false'],
+                  "Compile each step's loss and gradients with XLA; auto: as the model's task "
+                  'prefers (the teacher yes, students no: models.training.Task.jit_compile).')
 flags.mark_flags_as_required(['model', 'model_dir'])
 
 
@@ -107,7 +110,8 @@ def main(argv):
       lr_boundaries=lr_boundaries, lr_values=lr_values, momentum=FLAGS.momentum,
       adam_epsilon=FLAGS.adam_epsilon, checkpoint_every=FLAGS.checkpoint_every,
       summary_every=FLAGS.summary_every, eval_every=FLAGS.eval_every,
-      eval_batches=FLAGS.eval_batches or None, export=FLAGS.export)
+      eval_batches=FLAGS.eval_batches or None, export=FLAGS.export,
+      jit_compile={'auto': None, 'true': True, 'false': False}[FLAGS.jit_compile])
   result = training.train(task, config, strategy)
   logging.info('done: %s', result)
   print(f"final_step={result['step']}", flush=True)

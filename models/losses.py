@@ -79,7 +79,15 @@ def degree_loss(pred, target, degree_weights):
   if weights.shape != (pred.shape[1] // 2,):
     raise ValueError(f'degree_weights: one weight per degree < B = {pred.shape[1] // 2} expected, '
                      f'got shape {weights.shape}')
-  power = sht.degree_power(sht.forward(pred - target))                      # [N, B, C]
-  weights = tf.constant(weights / (4 * math.pi), power.dtype)[:, None]
-  return tf.reduce_mean(tf.reduce_sum(power * weights, axis=1), axis=1)
+  difference = pred - target
+  return _weighted_degree_power(difference, tf.constant(weights / (4 * math.pi), difference.dtype))
+
+
+# XLA fuses the transform's reshuffles: 13 -> 6 ms for the loss and its gradient on a default
+# student batch (16 maps of 32 x 32 x 32), 5% of a training step.
+@tf.function(jit_compile=True)
+def _weighted_degree_power(difference, weights):
+  """`mean_c sum_l weights_l ||P_l difference||^2` `[N]` for maps `[N, 2B, 2B, C]`, weights `[B]`."""
+  power = sht.degree_power(sht.forward(difference))                         # [N, B, C]
+  return tf.reduce_mean(tf.reduce_sum(power * weights[:, None], axis=1), axis=1)
 

@@ -20,6 +20,10 @@ The Task interface (subclass `Task`, override what you need):
       does not depend on how many replicas share a batch. Regularisation losses in `model.losses`
       are added by the loop.
   image_summaries(model, batch) -> {name: float images [k, H, W, 1 or 3] in [0, 1]}   (optional)
+  jit_compile (class attribute, default False)                                       (optional)
+      Compile the loss and gradients with XLA (`TrainConfig.jit_compile` overrides it; one
+      replica only). Worth it for models of many small ops (the teacher's spectral layers: 2.5x faster
+      steps on CPU), not for plain convolutions, which oneDNN runs faster than XLA's CPU code.
   export(model, export_dir) -> None                                                  (optional)
       Called at the end of training with `config.model_dir/export` (on other workers of a
       multi-worker run, with a temporary directory that is deleted afterwards).
@@ -48,6 +52,7 @@ class Task:
   """Base class of a trainable task; see the module docstring for the contract."""
 
   name = 'task'
+  jit_compile = False
 
   def make_model(self):
     raise NotImplementedError(f'{type(self).__name__}.make_model')
@@ -77,7 +82,8 @@ class TrainConfig:
   (piecewise-constant learning rate). `momentum` is Adam's beta_1. Cadences are in steps; 0
   disables.
   An evaluation also runs at the end. `eval_batches` caps each evaluation (None: the whole eval
-  split).
+  split). `jit_compile` (None: the task's `jit_compile`) compiles the loss and gradients with
+  XLA (one replica only).
   """
   model_dir: str
   batch_size: int = 32
@@ -93,6 +99,7 @@ class TrainConfig:
   eval_batches: int = None
   keep_checkpoints: int = 3
   export: bool = True
+  jit_compile: bool = None
 
   def __post_init__(self):
     if self.batch_size < 1:
@@ -243,22 +250,39 @@ class Trainer:
     task, model, optimizer, strategy = self.task, self.model, self.optimizer, self.strategy
     global_batch = float(self.config.batch_size)
 
-    def step_fn(batch):
+    def gradients(batch):
       with tf.GradientTape() as tape:
         per_example, metrics = task.loss_and_metrics(model, batch, training=True)
         loss = tf.reduce_sum(per_example) / global_batch
         if model.losses:
           loss += tf.add_n(model.losses) / strategy.num_replicas_in_sync
-      variables = model.trainable_variables
-      grads = tape.gradient(loss, variables)
-      optimizer.apply_gradients(zip(grads, variables))
-      return _per_example_sums(per_example, metrics)
+      return tape.gradient(loss, model.trainable_variables), _per_example_sums(per_example, metrics)
+
+    if self._jit_compile():
+      # The optimizer's update stays outside XLA, with the variables' bookkeeping.
+      gradients = tf.function(gradients, jit_compile=True)
+
+    def step_fn(batch):
+      grads, sums = gradients(batch)
+      optimizer.apply_gradients(zip(grads, model.trainable_variables))
+      return sums
 
     @tf.function
     def train_step(iterator):
       return strategy.run(step_fn, args=(next(iterator),))
 
     return train_step
+
+  def _jit_compile(self):
+    """Whether the replicas' loss and gradients run under XLA: as configured, else as the task
+    prefers, and only with one replica (batch norm updates its statistics across replicas, which
+    XLA cannot compile)."""
+    wanted = self.config.jit_compile
+    replicas = self.strategy.num_replicas_in_sync
+    if wanted and replicas > 1:
+      raise ValueError(f'--jit_compile=true needs one replica; the distribution strategy has '
+                       f'{replicas} (use --jit_compile=auto or false)')
+    return replicas == 1 and (self.task.jit_compile if wanted is None else wanted)
 
   def _make_eval_step(self):
     task, model, strategy = self.task, self.model, self.strategy

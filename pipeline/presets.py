@@ -48,9 +48,8 @@ PRESETS = {
     ),
     'default': dict(
         # Sized on the shared 2-core CPU with short runs of this preset (100 steps each, batch 16):
-        # teacher 0.19 s/step, student 0.22 s/step, synthesis 0.19 s/step on a quiet machine,
-        # 0.21 / 0.35 / 0.35 s/step while other jobs ran; relative pose 35-75 pairs/s; each
-        # program start and export ~30 s. Total: 40 minutes quiet, about 55 busy.
+        # teacher 0.19 s/step (0.07 since its steps are XLA-compiled), synthesis 0.14-0.19 s/step,
+        # student below; relative pose 35-75 pairs/s; each program start and export ~30 s.
         _COMMON,
         instances_per_category=20, views_per_instance=16, bandwidth=16, image_size=32,
         # Six blocks, pooling at 4 and 6: blocks 1-3 keep B=16, and block3 (32 channels at B=16,
@@ -68,11 +67,14 @@ PRESETS = {
         # the correlation of the predicted degrees 1 and 2 with the teacher's from 0.01 and 0.06 to
         # 0.44 and 0.57, and lowered the map loss too (0.75 vs 0.78 of a mean predictor's).
         degree_loss_weight=1.0,
-        student_steps=22000, synthesis_steps=3000, student_batch_size=16,
+        student_steps=16000, synthesis_steps=3000, student_batch_size=16,
         # The student's loss still fell fast at 2/3 of 16000 steps: its drops come at 5/6 and
         # 11/12 (test loss 0.01123 vs 0.01152, fmap Acc@30 22.8% vs 20.1%, same seed). 22000 steps
-        # (whole run 40 minutes) against 16000 (33): relative error 0.282 vs 0.288, fmap Acc@30
-        # 30.2% vs 28.2%, flip-tolerant median 14.1 vs 14.6 degrees (upsample 2, same seed).
+        # against 16000: relative error 0.282 vs 0.288, fmap Acc@30 30.2% vs 28.2%, flip-tolerant
+        # median 14.1 vs 14.6 degrees (upsample 2, same seed), but machines of this kind differ:
+        # the student ran 12.8 steps/s on one (whole run 40 minutes at 22000 steps) and 6.7 on
+        # another (the student alone 55 minutes), where the teacher and synthesis ran alike.
+        # 16000 steps fit in 60 minutes on both.
         student_lr=STUDENT_LR, synthesis_lr=STUDENT_LR, student_lr_drops=(5 / 6, 11 / 12),
         base_channels=16, max_channels=128, n_latent=256, layers_per_block=2,
         checkpoint_every=200, summary_every=50,

@@ -66,6 +66,26 @@ def test_a_few_steps_lower_the_loss_on_a_fixed_batch(teacher_dir, tmp_path, kind
   assert last < 0.5 * first, (first, last)
 
 
+def test_xla_compiled_steps_match_plain_steps(teacher_dir, tmp_path):
+  """`jit_compile` changes how a step runs, not what it computes (same weights, same batches)."""
+  results, weights = {}, None
+  for jit in (False, True):
+    # A large Adam epsilon makes the update ~ lr * gradient, so rounding differences stay small.
+    config = training.TrainConfig(str(tmp_path / str(jit)), batch_size=8, lr_values=(0.1,),
+                                  adam_epsilon=1.0, jit_compile=jit)
+    trainer = training.Trainer(_task(teacher_dir), config)
+    assert trainer._jit_compile() == jit
+    if weights is None:
+      weights = trainer.model.get_weights()
+    trainer.model.set_weights(weights)
+    results[jit] = ([trainer.train_steps(1)['loss'] for _ in range(3)],
+                    trainer.model.get_weights())
+  np.testing.assert_allclose(results[True][0], results[False][0], rtol=1e-4)
+  assert results[False][0][2] != results[False][0][0]  # it did train
+  for a, b in zip(results[True][1], results[False][1]):
+    np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
+
+
 def test_train_writes_checkpoints_summaries_export_and_resumes(teacher_dir, tmp_path):
   model_dir = str(tmp_path / 'run')
   config = training.TrainConfig(model_dir, batch_size=4, max_steps=4, checkpoint_every=2,
@@ -126,7 +146,7 @@ def test_resuming_with_other_model_flags_is_a_clear_error(teacher_dir, tmp_path)
 
 
 _MIRRORED_SCRIPT = textwrap.dedent("""
-    import json, sys
+    import dataclasses, json, sys
     import numpy as np
     import tensorflow as tf
     cpu = tf.config.list_physical_devices('CPU')[0]
@@ -157,6 +177,11 @@ _MIRRORED_SCRIPT = textwrap.dedent("""
       losses = [trainer.train_steps(1)['loss'] for _ in range(3)]
       results[name] = {'replicas': strategy.num_replicas_in_sync, 'losses': losses,
                        'weights': [w.tolist() for w in trainer.model.get_weights()[:4]]}
+    # XLA cannot compile batch norm's cross-replica updates: asking for it is a clear error.
+    try:
+      training.Trainer(task, dataclasses.replace(config, jit_compile=True), strategy)
+    except ValueError as e:
+      results['jit_error'] = str(e)
     print('RESULT' + json.dumps(results))
 """)
 
@@ -174,6 +199,7 @@ def test_mirrored_on_two_cpus_matches_one_device(teacher_dir, tmp_path):
   assert results['one']['losses'][2] != results['one']['losses'][0]  # it did train
   for a, b in zip(results['mirrored']['weights'], results['one']['weights']):
     np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
+  assert '--jit_compile=true needs one replica' in results['jit_error']
 
 
 def _train_py_command(model_dir, npz_dir, teacher_dir, max_steps, *extra):
