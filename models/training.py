@@ -22,8 +22,8 @@ The Task interface (subclass `Task`, override what you need):
   image_summaries(model, batch) -> {name: float images [k, H, W, 1 or 3] in [0, 1]}   (optional)
   jit_compile (class attribute, default False)                                       (optional)
       Compile the loss and gradients with XLA (`TrainConfig.jit_compile` overrides it; one
-      replica only). Worth it for models of many small ops (the teacher's spectral layers: 2.5x faster
-      steps on CPU), not for plain convolutions, which oneDNN runs faster than XLA's CPU code.
+      replica only). Worth it for models of many small ops (the teacher's spectral layers: 2.7x
+      faster steps on CPU), not for convolutions, which oneDNN runs faster than XLA's CPU code.
   export(model, export_dir) -> None                                                  (optional)
       Called at the end of training with `config.model_dir/export` (on other workers of a
       multi-worker run, with a temporary directory that is deleted afterwards).
