@@ -64,6 +64,9 @@ flags.DEFINE_integer('student_batch_size', None,
 flags.DEFINE_float('student_degree_loss_weight', None,
                    "Weight of the student's degree loss, 0 = off (preset key degree_loss_weight; "
                    'models.student_task).')
+flags.DEFINE_float('student_pose_loss_weight', None,
+                   "Weight of the student's pose loss, 0 = off (preset key pose_loss_weight; "
+                   'models.student_task).')
 flags.DEFINE_integer('student_embedder_turns', None,
                      'The exported embedder averages the student over this many turns about the '
                      'camera axis, 1 = none (preset key embedder_turns; models.embedder_export).')
@@ -232,6 +235,7 @@ def job_from_flags():
                                     'synthesis_steps', 'teacher_batch_size',
                                     'student_batch_size')}
     overrides['degree_loss_weight'] = FLAGS.student_degree_loss_weight
+    overrides['pose_loss_weight'] = FLAGS.student_pose_loss_weight
     overrides['embedder_turns'] = FLAGS.student_embedder_turns
     overrides['embedder_mirror'] = FLAGS.student_embedder_mirror
     settings = presets.resolve(FLAGS.preset, overrides)

@@ -58,8 +58,9 @@ def normalize_coefficients(coeffs, epsilon=1e-8):
   b_max = coeffs.shape[-3]
   keep_degree = np.where(np.arange(b_max) > 0, 1.0, 0.0)[:, None, None]
   centred = coeffs * tf.constant(keep_degree, coeffs.dtype)
-  norm = tf.sqrt(tf.reduce_sum(sht.degree_power(centred), axis=-2))[..., None, None, :]
-  return centred / tf.cast(tf.maximum(norm, epsilon), coeffs.dtype)
+  norm = tf.maximum(tf.sqrt(tf.reduce_sum(sht.degree_power(centred), axis=-2)), epsilon)
+  # tf.complex rather than tf.cast: the gradient of a real -> complex cast warns in every trace.
+  return centred / tf.complex(norm, tf.zeros_like(norm))[..., None, None, :]
 
 
 class _ContractionPlan:

@@ -5,13 +5,16 @@ Spherical maps `[N, 2B, 2B, C]` are averaged with the `sin(beta)` area weights o
 images are averaged plainly. Every function returns one value per example, `[N]`, which the
 training loop averages over the global batch.
 """
+import functools
 import math
 
 import numpy as np
 import tensorflow as tf
 
 from correlation import sht
+from correlation import so3
 from geometry import area_weights
+from geometry import sphere_grid
 
 LOSSES = ('huber', 'l1', 'l2')
 
@@ -91,3 +94,53 @@ def _weighted_degree_power(difference, weights):
   power = sht.degree_power(sht.forward(difference))                         # [N, B, C]
   return tf.reduce_mean(tf.reduce_sum(power * weights[:, None], axis=1), axis=1)
 
+
+
+def pose_loss(pred, target, bandwidth, temperature):
+  """Per-example `KL(q || p)` between two distributions over rotations `[N]`, on spheres.
+
+  `p(R) ~ sin(beta) exp(c(R) / T)` with `c` the SO(3) correlation of `pred` against `target` (`c(R)`
+  compares `R . pred` with `target`), `q` the same for `target` against itself (no gradient), both
+  on the SOFT grid of `bandwidth`: the student is asked to put its correlation peaks where the
+  teacher's own are, so a pose and its near-symmetric flips are told apart by how much more the
+  right one scores, not by their few percent of the maps' energy. Both maps are cut to degrees
+  `1 <= l < bandwidth`, and each channel is scaled to unit norm (`correlation.so3.
+  normalize_coefficients`), so `c / C` is a mean cosine similarity in [-1, 1] and `temperature`
+  is in its units; `sin(beta)` makes the grid's cells a uniform measure on SO(3).
+
+  Args:
+    pred, target: spherical maps `[N, 2B, 2B, C]`.
+    bandwidth: `L <= B`; the grid has `(2L)^3` rotations.
+    temperature: `T > 0`.
+  """
+  if pred.shape.rank != 4 or pred.shape[1:] != target.shape[1:]:
+    raise ValueError(f'pose_loss expects maps [N, 2B, 2B, C] alike, got {pred.shape}, {target.shape}')
+  b_max = pred.shape[1] // 2
+  if not 1 < bandwidth <= b_max:
+    raise ValueError(f'pose loss bandwidth must be in [2, {b_max}], got {bandwidth}')
+  if temperature <= 0:
+    raise ValueError(f'pose loss temperature must be positive, got {temperature}')
+  return _pose_divergence(pred, tf.cast(target, pred.dtype), int(bandwidth),
+                          tf.constant(1.0 / temperature, pred.dtype))
+
+
+@functools.lru_cache(maxsize=None)
+def _log_cell_measure(bandwidth):
+  """`log sin(beta_j)` `[2L]` of the SOFT grid: the Haar measure of its cells, up to a constant."""
+  return np.log(np.sin(sphere_grid(bandwidth)[0]))
+
+
+@tf.function(jit_compile=True)
+def _pose_divergence(pred, target, bandwidth, inverse_temperature):
+  """`pose_loss` after its checks; `bandwidth` is a Python int (one trace per value)."""
+  coeffs = sht.forward(tf.concat([pred, target], axis=0))[:, :bandwidth, :bandwidth]
+  coeffs = so3.normalize_coefficients(coeffs)
+  pred_coeffs, target_coeffs = tf.split(coeffs, 2, axis=0)
+  spectra = tf.concat([so3.cross_spectrum(pred_coeffs, target_coeffs),
+                       so3.cross_spectrum(target_coeffs, target_coeffs)], axis=0)
+  volumes = so3.volume_from_spectrum(spectra) / pred.shape[-1]             # [2N, a, b, g]
+  log_measure = tf.constant(_log_cell_measure(bandwidth), pred.dtype)[:, None]
+  logits = tf.reshape(volumes * inverse_temperature + log_measure, [2, tf.shape(pred)[0], -1])
+  log_p = tf.nn.log_softmax(logits[0])
+  log_q = tf.stop_gradient(tf.nn.log_softmax(logits[1]))
+  return tf.reduce_sum(tf.exp(log_q) * (log_q - log_p), axis=-1)

@@ -27,6 +27,17 @@ preset's data and teacher (4000 steps, held-out views; correlation of the predic
 degree-2 harmonics with the teacher's): 0.44 and 0.57 with degrees 1-4 at weight 1, 0.01 and 0.06
 without; the map loss fell faster too (0.75 against 0.78 of a mean predictor's).
 
+Pose loss (students only, `--pose_loss_weight` > 0): relative pose is read off the peaks of SO(3)
+correlations, and the teacher's maps of a shape score a pose and its near-symmetric flips close
+(median best flip 0.88 against 0.98 at the pose, mean cosine over channels, degrees below 8); a
+student that gets the even degrees right and the small odd ones nearly right scores them alike, and
+the map and degree losses hardly tell it apart. So a third term compares where the correlations
+peak: the KL divergence between the distribution over rotations `softmax(c_tt / T)` of the teacher's
+map correlated with itself and `softmax(c_pt / T)` of the prediction correlated with the teacher's
+map, on the SO(3) grid of `--pose_loss_bandwidth` with degrees below it (`losses.pose_loss`). It is
+scaled by the weight, by the mean predictor's map loss and by `1 / log(number of rotations)`, what a
+predictor with a flat correlation would score.
+
 The synthesis model's input is the teacher's embedding of the view (`--synthesis_input=teacher`) or
 a trained student's (`--synthesis_input=student` with `--student_embedder_dir`, an export of
 `models.embedder_export`); its target is the view itself.
@@ -72,6 +83,14 @@ flags.DEFINE_float('degree_loss_weight', 0.0,
                    'loss; 0 turns it off.')
 flags.DEFINE_list('degree_loss_degrees', ['1', '2', '3', '4'],
                   'Degrees the degree loss weighs alike (each >= 0 and < the bandwidth).')
+flags.DEFINE_float('pose_loss_weight', 0.0,
+                   'Weight of the pose loss (students; module docstring), relative to the map '
+                   'loss; 0 turns it off.')
+flags.DEFINE_integer('pose_loss_bandwidth', 8,
+                     'The pose loss compares correlations of the degrees 1..L-1 on the SO(3) grid '
+                     'of bandwidth L ((2L)^3 rotations); at most the maps\' bandwidth.')
+flags.DEFINE_float('pose_loss_temperature', 0.02,
+                   'Temperature of the pose loss, in units of the mean cosine similarity.')
 flags.DEFINE_integer('embedder_turns', 1,
                      'The exported embedder averages the student over this many turns about the '
                      'camera axis (1: none; it must divide 2B): models.embedder_export.')
@@ -157,6 +176,8 @@ class StudentTask(training.Task):
     range_file: where the fitted scaling is kept (reused if it exists); None: not kept.
     student_embedder_dir: for synthesis from a student's embeddings instead of the teacher's.
     degree_loss_weight, degree_loss_degrees: the degree loss (module docstring; students only).
+    pose_loss_weight, pose_loss_bandwidth, pose_loss_temperature: the pose loss (module
+      docstring; students only).
     embedder_turns, embedder_mirror: the symmetry average of the exported embedder
       (`models.embedder_export`; students only).
   """
@@ -165,7 +186,8 @@ class StudentTask(training.Task):
                loss='huber', huber_delta=0.1, augment=False, inplane_rotations=False,
                cache_targets='', range_examples=256, range_file=None,
                student_embedder_dir=None, range_percentile=0.5, degree_loss_weight=0.0,
-               degree_loss_degrees=(1, 2, 3, 4), embedder_turns=1, embedder_mirror=False):
+               degree_loss_degrees=(1, 2, 3, 4), embedder_turns=1, embedder_mirror=False,
+               pose_loss_weight=0.0, pose_loss_bandwidth=8, pose_loss_temperature=0.02):
     if kind not in KINDS:
       raise ValueError(f'--model must be one of {KINDS} for the student task, got {kind!r}')
     if augment and kind != 'student':
@@ -195,6 +217,12 @@ class StudentTask(training.Task):
       raise ValueError(f'--degree_loss_weight must be >= 0, got {degree_loss_weight}')
     if degree_loss_weight and kind != 'student':
       raise ValueError('--degree_loss_weight is for --model=student (spherical targets)')
+    if pose_loss_weight < 0:
+      raise ValueError(f'--pose_loss_weight must be >= 0, got {pose_loss_weight}')
+    if pose_loss_weight and kind != 'student':
+      raise ValueError('--pose_loss_weight is for --model=student (spherical targets)')
+    if pose_loss_weight and pose_loss_temperature <= 0:
+      raise ValueError(f'--pose_loss_temperature must be positive, got {pose_loss_temperature}')
     if (embedder_turns != 1 or embedder_mirror) and kind != 'student':
       raise ValueError('--embedder_turns and --embedder_mirror are for --model=student')
     stats = self._fit_range(range_examples, range_file)
@@ -203,6 +231,18 @@ class StudentTask(training.Task):
     self.degree_weights = None
     if degree_loss_weight:
       self.degree_weights = _degree_weights(stats, degree_loss_degrees, degree_loss_weight)
+    self.pose_loss_scale = 0.0
+    if pose_loss_weight:
+      bandwidth_limit = self.embedding_shape[0] // 2
+      if not 1 < pose_loss_bandwidth <= bandwidth_limit:
+        raise ValueError(f'--pose_loss_bandwidth must be in [2, {bandwidth_limit}] (the '
+                         f"teacher's embeddings have B = {bandwidth_limit}), "
+                         f'got {pose_loss_bandwidth}')
+      # A predictor whose correlation is flat scores about log(number of rotations).
+      self.pose_loss_scale = (pose_loss_weight * float(stats['mean_loss']) /
+                              (3 * np.log(2 * pose_loss_bandwidth)))
+    self.pose_loss_bandwidth = pose_loss_bandwidth
+    self.pose_loss_temperature = pose_loss_temperature
 
   # The embedding a step needs: the target of a student, the input of the synthesis model.
   def embedding_of(self, batch):
@@ -306,6 +346,10 @@ class StudentTask(training.Task):
     if self.degree_weights is not None:
       metrics['degree_loss'] = losses.degree_loss(pred, target, self.degree_weights)
       loss += metrics['degree_loss']
+    if self.pose_loss_scale:
+      metrics['pose_loss'] = losses.pose_loss(pred, target, self.pose_loss_bandwidth,
+                                              self.pose_loss_temperature)
+      loss += self.pose_loss_scale * metrics['pose_loss']
     return loss, metrics
 
   def image_summaries(self, model, batch, max_images=4):
@@ -366,4 +410,6 @@ def build_task(flags_values):
       degree_loss_weight=f.degree_loss_weight if f.model == 'student' else 0.0,
       degree_loss_degrees=f.degree_loss_degrees,
       embedder_turns=f.embedder_turns if f.model == 'student' else 1,
-      embedder_mirror=f.embedder_mirror and f.model == 'student')
+      embedder_mirror=f.embedder_mirror and f.model == 'student',
+      pose_loss_weight=f.pose_loss_weight if f.model == 'student' else 0.0,
+      pose_loss_bandwidth=f.pose_loss_bandwidth, pose_loss_temperature=f.pose_loss_temperature)

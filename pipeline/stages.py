@@ -100,6 +100,9 @@ def train_args(job, model):
   if model == 'student':
     args += [f'--degree_loss_weight={s["degree_loss_weight"]}',
              f'--degree_loss_degrees={_join(s["degree_loss_degrees"])}',
+             f'--pose_loss_weight={s["pose_loss_weight"]}',
+             f'--pose_loss_bandwidth={s["pose_loss_bandwidth"]}',
+             f'--pose_loss_temperature={s["pose_loss_temperature"]}',
              f'--embedder_turns={s["embedder_turns"]}',
              f'--embedder_mirror={str(bool(s["embedder_mirror"])).lower()}']
   return args

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from benchmarks import numpy_so3
 import correlation
 from correlation import sht
 from geometry import grids
@@ -10,6 +11,7 @@ from geometry import rotations
 from geometry import sphere_grid
 from models import losses
 from tests.test_sht import random_coefficients
+from tests.test_sht import synthesize_with_scipy
 
 RNG = np.random.default_rng(0)
 
@@ -107,3 +109,66 @@ def test_degree_loss_is_the_weighted_squared_error_of_each_degrees_part():
                              rtol=1e-8)
   with pytest.raises(ValueError, match='one weight per degree'):
     losses.degree_loss(tf.constant(pred), tf.constant(target), weights[:4])
+
+
+def _pose_loss_reference(pred_c, target_c, bandwidth, temperature):
+  """`losses.pose_loss` from the numpy SOFT baseline on maps synthesised by scipy: per example,
+  degrees 1..L-1 on the grid of L, channels scaled to unit norm by quadrature, then the KL."""
+  weights = grids.quadrature_weights(bandwidth)[:, None, None]
+  log_measure = np.log(np.sin(sphere_grid(bandwidth)[0]))[None, :, None]
+  result = []
+  for p_c, t_c in zip(pred_c, target_c):
+    unit = []
+    for coeffs in (p_c, t_c):
+      cut = coeffs[:bandwidth, :bandwidth].copy()
+      cut[0] = 0
+      grid_map = synthesize_with_scipy(cut, bandwidth)
+      unit.append(grid_map / np.sqrt(np.sum(weights * grid_map**2, axis=(0, 1))))
+    channels = unit[0].shape[-1]
+    logits = [numpy_so3.correlate(f, unit[1]) / channels / temperature + log_measure
+              for f in unit]
+    log_p, log_q = [z.ravel() - z.max() - np.log(np.sum(np.exp(z - z.max()))) for z in logits]
+    result.append(np.sum(np.exp(log_q) * (log_q - log_p)))
+  return np.array(result)
+
+
+def test_pose_loss_matches_a_numpy_reference():
+  rng = np.random.default_rng(4)
+  b, bandwidth, channels, temperature = 8, 4, 3, 0.05
+  target_c, target = _band_limited_maps(rng, 2, b, channels)
+  noise_c, noise = _band_limited_maps(rng, 2, b, channels)
+  pred_c, pred = target_c + 0.7 * noise_c, target + 0.7 * noise
+  got = losses.pose_loss(tf.constant(pred), tf.constant(target), bandwidth, temperature).numpy()
+  expected = _pose_loss_reference(pred_c, target_c, bandwidth, temperature)
+  assert np.all(expected > 0.05)  # far from the trivial zero of equal maps
+  np.testing.assert_allclose(got, expected, rtol=1e-8)
+  # float32, the training dtype, agrees.
+  np.testing.assert_allclose(
+      losses.pose_loss(tf.constant(pred, tf.float32), tf.constant(target, tf.float32), bandwidth,
+                       temperature).numpy(), expected, rtol=2e-3)
+
+
+def test_pose_loss_properties():
+  rng = np.random.default_rng(5)
+  b, channels = 8, 4
+  _, target = _band_limited_maps(rng, 3, b, channels)
+  loss = lambda pred: losses.pose_loss(tf.constant(pred), tf.constant(target), 4, 0.02).numpy()
+  # Zero for the target itself, also after a positive scaling and shift per channel (the mean and
+  # the norm of each channel are removed); positive otherwise.
+  scale, shift = rng.uniform(0.5, 2.0, channels), rng.normal(size=channels)
+  np.testing.assert_allclose(loss(target * scale + shift), 0.0, atol=1e-9)
+  _, noise = _band_limited_maps(rng, 3, b, channels)
+  noisy = loss(target + 0.3 * noise)
+  assert np.all(noisy > 0)
+  # The target turned half a turn (a flip) scores worse than a noisy target: the loss is about
+  # where the correlation peaks, which a map's energy per degree cannot tell.
+  flip = rotations.rotation_y(np.pi)
+  flipped = correlation.rotate(tf.constant(target), flip).numpy()
+  assert np.all(loss(flipped) > 10 * noisy)
+  # ... while each degree's energy, all the map loss's degree terms see, is the target's.
+  np.testing.assert_allclose(sht.degree_power(sht.forward(flipped)),
+                             sht.degree_power(sht.forward(target)), rtol=1e-8)
+  for args, message in (((1, 0.02), 'bandwidth'), ((9, 0.02), 'bandwidth'),
+                        ((4, 0.0), 'temperature')):
+    with pytest.raises(ValueError, match=message):
+      losses.pose_loss(tf.constant(target), tf.constant(target), *args)

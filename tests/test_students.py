@@ -230,6 +230,38 @@ def test_task_degree_loss_term(teacher_dir, tmp_path):
                              model_options=TINY, range_examples=4, degree_loss_weight=1.0)
 
 
+def test_task_pose_loss_term(teacher_dir, tmp_path):
+  from models import losses
+  examples = {'train': make_examples(16), 'test': make_examples(4, seed=1)}
+  range_file = str(tmp_path / 'range.npz')
+  task = student_task.StudentTask('student', in_memory_split(examples), teacher_dir,
+                                  model_options=TINY, range_examples=16, range_file=range_file,
+                                  pose_loss_weight=2.0,
+                                  pose_loss_bandwidth=2, pose_loss_temperature=0.1)
+  model = task.make_model()
+  batch = next(iter(task.eval_dataset(4)))
+  loss, metrics = task.loss_and_metrics(model, batch, training=False)
+  pred = model(batch['image'])['embedding_unit']
+  target = model.get_layer('target_range').to_unit(task.embedding_of(batch))
+  expected = losses.pose_loss(pred, target, 2, 0.1)
+  np.testing.assert_allclose(metrics['pose_loss'], expected, rtol=1e-5)
+  assert np.all(expected.numpy() > 0)
+  # The weight is relative to the mean predictor's map loss, per nat of log(number of rotations).
+  scale = 2.0 * float(np.load(range_file)['mean_loss']) / np.log(4**3)
+  np.testing.assert_allclose(loss, losses.map_loss(pred, target, 'huber', 0.1) + scale * expected,
+                             rtol=1e-5)
+  for kwargs, message in ((dict(pose_loss_weight=-1.0), 'pose_loss_weight'),
+                          (dict(pose_loss_weight=1.0, pose_loss_bandwidth=3), 'pose_loss_bandwidth'),
+                          (dict(pose_loss_weight=1.0, pose_loss_temperature=0.0),
+                           'pose_loss_temperature')):
+    with pytest.raises(ValueError, match=message):
+      student_task.StudentTask('student', in_memory_split(examples), teacher_dir,
+                               model_options=TINY, range_examples=4, **kwargs)
+  with pytest.raises(ValueError, match='pose_loss_weight'):
+    student_task.StudentTask('synthesis', in_memory_split(examples), teacher_dir,
+                             model_options=TINY, range_examples=4, pose_loss_weight=1.0)
+
+
 def test_cached_targets_equal_computed_ones(teacher_dir):
   examples = {'train': make_examples(8), 'test': make_examples(4, seed=1)}
   task = student_task.StudentTask('student', in_memory_split(examples), teacher_dir,
