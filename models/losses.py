@@ -133,7 +133,7 @@ def _log_cell_measure(bandwidth):
 @tf.function(jit_compile=True)
 def _pose_divergence(pred, target, bandwidth, inverse_temperature):
   """`pose_loss` after its checks; `bandwidth` is a Python int (one trace per value)."""
-  coeffs = sht.forward(tf.concat([pred, target], axis=0))[:, :bandwidth, :bandwidth]
+  coeffs = sht.forward(tf.concat([pred, target], axis=0), degrees=bandwidth)
   coeffs = so3.normalize_coefficients(coeffs)
   pred_coeffs, target_coeffs = tf.split(coeffs, 2, axis=0)
   spectra = tf.concat([so3.cross_spectrum(pred_coeffs, target_coeffs),

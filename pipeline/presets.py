@@ -72,6 +72,8 @@ PRESETS = {
         # median to 19.3 degrees and Acc@30 to 20.7%, where the map and degree losses alone were
         # still at chance after 4000 (43.6; 45 is chance) and reached 15.2 and 32.9% in 16000;
         # at weight 4 the maps lagged (relative error 0.39 against 0.36; flip-tolerant 21.5).
+        # Its cost: the student trains at 0.79 of the map loss's rate with it, 0.96 with the
+        # degree loss alone (benchmarks/bench_students.py --preset=default, same process).
         degree_loss_weight=1.0, pose_loss_weight=1.0,
         student_steps=16000, synthesis_steps=3000, student_batch_size=16,
         # The student's loss still fell fast at 2/3 of 16000 steps: its drops come at 5/6 and

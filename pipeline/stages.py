@@ -362,6 +362,18 @@ def _embedder_line(settings):
           ' (exact symmetries of the camera; models.embedder_export).')
 
 
+def _student_loss_line(settings):
+  terms = ['map loss']
+  if settings['degree_loss_weight']:
+    terms.append(f"degree loss x {settings['degree_loss_weight']:g} (degrees "
+                 f"{_join(settings['degree_loss_degrees'])})")
+  if settings['pose_loss_weight']:
+    terms.append(f"pose loss x {settings['pose_loss_weight']:g} (degrees < "
+                 f"{settings['pose_loss_bandwidth']}, temperature "
+                 f"{settings['pose_loss_temperature']:g})")
+  return "Student trained on: " + ', '.join(terms) + ' (models.student_task).'
+
+
 def results_markdown(job):
   """The final results as markdown: relative pose, view synthesis, the models' test metrics."""
   align_rows = results_lib.read_rows(path(job, 'eval', ALIGN_CSV))
@@ -378,7 +390,7 @@ def results_markdown(job):
            'sym_median_deg: median of min(err, 180 - err), the flip-tolerant error of the '
            f'original study. Chance (random rotations): median {CHANCE_MEDIAN_DEG:.0f} deg, '
            f'flip-tolerant median {CHANCE_FLIP_TOLERANT_MEDIAN_DEG:.0f} deg.', '',
-           _embedder_line(job.settings), '',
+           _embedder_line(job.settings), _student_loss_line(job.settings), '',
            '## View synthesis (rotated embedding of view 1, decoded, against view 2)', '',
            results_lib.markdown_table(synthesis_rows,
                                       ('mode', 'pairs', 'n', 'l1', 'psnr_db', 'ssim')), '',

@@ -83,6 +83,12 @@ def test_bad_settings_are_usage_errors(tmp_path):
   assert not any('degree' in a for a in stages.train_args(job, 'synthesis'))
   assert '--embedder_turns=8' in stages.train_args(job, 'student')
   assert '--embedder_mirror=true' in stages.train_args(job, 'student')
+  assert '--pose_loss_weight=1.0' in stages.train_args(job, 'student')
+  with flagsaver.flagsaver():
+    main.FLAGS(['main.py', '--student_pose_loss_weight=0'])
+    job = main.job_from_flags()
+  assert '--pose_loss_weight=0.0' in stages.train_args(job, 'student')
+  assert not any('pose_loss' in a for a in stages.train_args(job, 'synthesis'))
   with flagsaver.flagsaver():
     main.FLAGS(['main.py', '--student_embedder_turns=1', '--nostudent_embedder_mirror'])
     job = main.job_from_flags()
@@ -226,6 +232,8 @@ def test_whole_pipeline_tiny_then_skip_then_resume(tmp_path):
       for upsample in (1, 2):
         assert f'| {mode} | {kind} | {upsample} |' in table
   assert '| teacher | 4 | accuracy |' in table and 'psnr_db' in table
+  assert ('Student trained on: map loss, degree loss x 1 (degrees 1,2,3,4), pose loss x 1 '
+          '(degrees < 8, temperature 0.02)') in table
   # Same-instance pairs per category, the student's row from its per-pair errors.
   with np.load(eval_dir / 'test_embeddings.fmap.same.pairs.npz') as pairs:
     by_category = alignment.summarize_by_group(pairs['raw_error_deg'],
