@@ -217,17 +217,23 @@ def test_task_degree_loss_term(teacher_dir, tmp_path):
   np.testing.assert_allclose(
       tf.reduce_mean(losses.degree_loss(mean_map, sample, task.degree_weights)),
       2.0 * tf.reduce_mean(losses.map_loss(mean_map, sample, 'huber', 0.1)), rtol=1e-4)
-  for kwargs, message in ((dict(degree_loss_weight=-1.0), 'degree_loss_weight'),
-                          (dict(degree_loss_weight=1.0, degree_loss_degrees=(1, 2)),
-                           'degree_loss_degrees'),
-                          (dict(degree_loss_weight=1.0, degree_loss_degrees=('x',)),
-                           'degree_loss_degrees')):
+  _assert_rejected(examples, teacher_dir, (
+      (dict(degree_loss_weight=-1.0), 'degree_loss_weight'),
+      (dict(degree_loss_weight=1.0, degree_loss_degrees=(1, 2)), 'degree_loss_degrees'),
+      (dict(degree_loss_weight=1.0, degree_loss_degrees=('x',)), 'degree_loss_degrees')),
+      'degree_loss_weight')
+
+
+def _assert_rejected(examples, teacher_dir, student_cases, students_only):
+  """Each (kwargs, message) of `student_cases` is a clear error for a student, and a non-zero
+  `students_only` weight one for the synthesis model."""
+  for kwargs, message in student_cases:
     with pytest.raises(ValueError, match=message):
       student_task.StudentTask('student', in_memory_split(examples), teacher_dir,
                                model_options=TINY, range_examples=4, **kwargs)
-  with pytest.raises(ValueError, match='degree_loss_weight'):
+  with pytest.raises(ValueError, match=students_only):
     student_task.StudentTask('synthesis', in_memory_split(examples), teacher_dir,
-                             model_options=TINY, range_examples=4, degree_loss_weight=1.0)
+                             model_options=TINY, range_examples=4, **{students_only: 1.0})
 
 
 def test_task_pose_loss_term(teacher_dir, tmp_path):
@@ -236,8 +242,8 @@ def test_task_pose_loss_term(teacher_dir, tmp_path):
   range_file = str(tmp_path / 'range.npz')
   task = student_task.StudentTask('student', in_memory_split(examples), teacher_dir,
                                   model_options=TINY, range_examples=16, range_file=range_file,
-                                  pose_loss_weight=2.0,
-                                  pose_loss_bandwidth=2, pose_loss_temperature=0.1)
+                                  pose_loss_weight=2.0, pose_loss_bandwidth=2,
+                                  pose_loss_temperature=0.1)
   model = task.make_model()
   batch = next(iter(task.eval_dataset(4)))
   loss, metrics = task.loss_and_metrics(model, batch, training=False)
@@ -250,16 +256,11 @@ def test_task_pose_loss_term(teacher_dir, tmp_path):
   scale = 2.0 * float(np.load(range_file)['mean_loss']) / np.log(4**3)
   np.testing.assert_allclose(loss, losses.map_loss(pred, target, 'huber', 0.1) + scale * expected,
                              rtol=1e-5)
-  for kwargs, message in ((dict(pose_loss_weight=-1.0), 'pose_loss_weight'),
-                          (dict(pose_loss_weight=1.0, pose_loss_bandwidth=3), 'pose_loss_bandwidth'),
-                          (dict(pose_loss_weight=1.0, pose_loss_temperature=0.0),
-                           'pose_loss_temperature')):
-    with pytest.raises(ValueError, match=message):
-      student_task.StudentTask('student', in_memory_split(examples), teacher_dir,
-                               model_options=TINY, range_examples=4, **kwargs)
-  with pytest.raises(ValueError, match='pose_loss_weight'):
-    student_task.StudentTask('synthesis', in_memory_split(examples), teacher_dir,
-                             model_options=TINY, range_examples=4, pose_loss_weight=1.0)
+  _assert_rejected(examples, teacher_dir, (
+      (dict(pose_loss_weight=-1.0), 'pose_loss_weight'),
+      (dict(pose_loss_weight=1.0, pose_loss_bandwidth=3), 'pose_loss_bandwidth'),
+      (dict(pose_loss_weight=1.0, pose_loss_temperature=0.0), 'pose_loss_temperature')),
+      'pose_loss_weight')
 
 
 def test_cached_targets_equal_computed_ones(teacher_dir):
