@@ -95,7 +95,6 @@ def _weighted_degree_power(difference, weights):
   return tf.reduce_mean(tf.reduce_sum(power * weights[:, None], axis=1), axis=1)
 
 
-
 def pose_loss(pred, target, bandwidth, temperature):
   """Per-example `KL(q || p)` between two distributions over rotations `[N]`, on spheres.
 

@@ -70,7 +70,8 @@ PRESETS = {
         # The pose loss (models.student_task) at weight 1, on degrees below 8 at temperature 0.02:
         # in 5000 steps (drops at 5/6 and 11/12) it took the fmap same-instance flip-tolerant
         # median to 19.3 degrees and Acc@30 to 20.7%, where the map and degree losses alone were
-        # still at chance after 4000 (43.6; 45 is chance) and reached 15.2 and 32.9% in 16000;
+        # still at chance after 4000 (43.6; 45 is chance) and reached 15.2 and 32.9% in 16000
+        # (with it: 12.2 and 35.1%, plain median 89.8 against 95.1);
         # at weight 4 the maps lagged (relative error 0.39 against 0.36; flip-tolerant 21.5).
         # Its cost: the student trains at 0.79 of the map loss's rate with it, 0.96 with the
         # degree loss alone (benchmarks/bench_students.py --preset=default, same process).
