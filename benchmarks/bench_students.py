@@ -92,8 +92,8 @@ def main():
     runs = {name: _time_student(args, split, teacher_dir, num, model_options, _LOSS_TERMS[name],
                                 os.path.join(tmp, name))
             for name in loss_names}
-  baseline = runs[loss_names[0]][0]
   first = runs[loss_names[0]]
+  baseline = first[0]
   result = {
       'images_per_sec': {n: round(r[0], 2) for n, r in runs.items()},
       'sec_per_step': {n: round(r[1], 4) for n, r in runs.items()},

@@ -5,7 +5,6 @@ Spherical maps `[N, 2B, 2B, C]` are averaged with the `sin(beta)` area weights o
 images are averaged plainly. Every function returns one value per example, `[N]`, which the
 training loop averages over the global batch.
 """
-import functools
 import math
 
 import numpy as np
@@ -14,7 +13,6 @@ import tensorflow as tf
 from correlation import sht
 from correlation import so3
 from geometry import area_weights
-from geometry import sphere_grid
 
 LOSSES = ('huber', 'l1', 'l2')
 
@@ -123,12 +121,6 @@ def pose_loss(pred, target, bandwidth, temperature):
                           tf.constant(1.0 / temperature, pred.dtype))
 
 
-@functools.lru_cache(maxsize=None)
-def _log_cell_measure(bandwidth):
-  """`log sin(beta_j)` `[2L]` of the SOFT grid: the Haar measure of its cells, up to a constant."""
-  return np.log(np.sin(sphere_grid(bandwidth)[0]))
-
-
 @tf.function(jit_compile=True)
 def _pose_divergence(pred, target, bandwidth, inverse_temperature):
   """`pose_loss` after its checks; `bandwidth` is a Python int (one trace per value)."""
@@ -138,7 +130,8 @@ def _pose_divergence(pred, target, bandwidth, inverse_temperature):
   spectra = tf.concat([so3.cross_spectrum(pred_coeffs, target_coeffs),
                        so3.cross_spectrum(target_coeffs, target_coeffs)], axis=0)
   volumes = so3.volume_from_spectrum(spectra) / pred.shape[-1]             # [2N, a, b, g]
-  log_measure = tf.constant(_log_cell_measure(bandwidth), pred.dtype)[:, None]
+  # The Haar measure of the grid's cells, sin(beta_j), up to a constant that the softmax drops.
+  log_measure = tf.constant(np.log(area_weights(bandwidth)), pred.dtype)[:, None]
   logits = tf.reshape(volumes * inverse_temperature + log_measure, [2, tf.shape(pred)[0], -1])
   log_p = tf.nn.log_softmax(logits[0])
   log_q = tf.stop_gradient(tf.nn.log_softmax(logits[1]))
