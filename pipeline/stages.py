@@ -25,6 +25,7 @@ from evaluation import commands as eval_commands
 from evaluation import curves as curves_lib
 from evaluation import degrees as degrees_lib
 from evaluation import embeddings_io
+from evaluation import identifiability
 from evaluation import results as results_lib
 from evaluation.files import atomic_write_text
 from pipeline import presets
@@ -332,7 +333,8 @@ def _degree_correlation_lines(job, max_degree=6):
 
 
 def _category_lines(job):
-  """Same-instance relative pose per category (upsample 1, teacher and student): a markdown table."""
+  """Same-instance relative pose per category (upsample 1, teacher and student), and per view the
+  teacher's margin and the student's match (evaluation.identifiability): a markdown table."""
   by_mode = {}
   for mode in ('target', 'fmap'):
     pairs_file = eval_commands.pairs_record_path(path(job, 'eval'), _run_name(1), mode, 'same')
@@ -341,15 +343,34 @@ def _category_lines(job):
     with np.load(pairs_file) as data:
       by_mode[mode] = alignment_lib.summarize_by_group(
           data['raw_error_deg'], alignment_lib.category_of(data['instance_1']))
+  views = {}
+  data = embeddings_io.load_embeddings(_embeddings_path(job))
+  if 'target' in data:
+    ratios, angles = identifiability.second_peak_ratios(data['target'])
+    views = identifiability.summarize_by_group(
+        ratios, angles, identifiability.view_errors_deg(data['fmap'], data['target']),
+        alignment_lib.category_of(data['instance']))
+  flipped = f'> {alignment_lib.FLIPPED_DEG:.0f} deg, %'
   lines = ['| category | pairs | target median | fmap median | fmap acc30 | fmap flip-tolerant median '
-           f'| fmap flipped (> {alignment_lib.FLIPPED_DEG:.0f} deg, %) |', '|---|---|---|---|---|---|---|']
+           f'| fmap flipped ({flipped}) | teacher 2nd peak / 1st | views at pose (< 30 deg, %) '
+           f'| views flipped ({flipped}) |', '|---|---|---|---|---|---|---|---|---|---|']
   for category, fmap in by_mode['fmap'].items():
     target = by_mode['target'].get(category, {}).get('median_deg', float('nan'))
+    view = views.get(category, {})
+    view_cells = ' | '.join(f'{view.get(key, float("nan")):.{digits}f}' for key, digits in (
+        ('second_peak_ratio', 3), ('views_at_pose', 1), ('views_flipped', 1)))
     lines.append(f'| {category} | {fmap["n"]} | {target:.2f} | {fmap["median_deg"]:.1f} | '
-                 f'{fmap["acc30"]:.1f} | {fmap["sym_median_deg"]:.1f} | {fmap["flipped"]:.1f} |')
+                 f'{fmap["acc30"]:.1f} | {fmap["sym_median_deg"]:.1f} | {fmap["flipped"]:.1f} | '
+                 f'{view_cells} |')
   return lines + ['', "Flipped: a pose taken for one of its 180-degree flips. If each view's embedding "
                   'were that of its pose or, at random, of one flip of it, about 50% of the pairs '
-                  "would be flipped; with the three flips about the object's axes, 75%."]
+                  "would be flipped; with the three flips about the object's axes, 75%.", '',
+                  "Per view (all test views): teacher 2nd peak / 1st, the median over views of the "
+                  "best other peak of the teacher's map correlated with itself, over the peak at "
+                  'the identity (1: a pose the teacher\'s maps cannot tell from another; a student '
+                  'whose maps miss the teacher\'s by more than this margin can take the other '
+                  "pose); views at pose / flipped: the rotation between the student's map of a view "
+                  "and the teacher's map of the same view (evaluation.identifiability)."]
 
 
 def _embedder_line(settings):

@@ -16,6 +16,7 @@ from datasets import contact_sheet
 from datasets import procedural
 from evaluation import alignment
 from evaluation import degrees
+from evaluation import identifiability
 from pipeline import presets
 from pipeline import runner
 from pipeline import stages
@@ -238,8 +239,17 @@ def test_whole_pipeline_tiny_then_skip_then_resume(tmp_path):
   with np.load(eval_dir / 'test_embeddings.fmap.same.pairs.npz') as pairs:
     by_category = alignment.summarize_by_group(pairs['raw_error_deg'],
                                                alignment.category_of(pairs['instance_1']))
+  with np.load(eval_dir / 'test_embeddings.npz') as data:
+    ratios, angles = identifiability.second_peak_ratios(data['target'])
+    views = identifiability.summarize_by_group(
+        ratios, angles, identifiability.view_errors_deg(data['fmap'], data['target']),
+        alignment.category_of(data['instance']))
   for category, stats in by_category.items():
-    assert f'| {category} | {stats["n"]} | ' in table
+    row = next(line for line in table.splitlines() if line.startswith(f'| {category} | '))
+    assert row.startswith(f'| {category} | {stats["n"]} | ')
+    view = views[category]  # the per-view cells: the teacher's margin and the student's match
+    assert row.endswith(f'| {view["second_peak_ratio"]:.3f} | {view["views_at_pose"]:.1f} | '
+                        f'{view["views_flipped"]:.1f} |'), row
   # The per-degree correlation of the student's test embeddings with the teacher's.
   with np.load(eval_dir / 'test_embeddings.npz') as data:
     rho = degrees.degree_correlation(data['fmap'], data['target'])

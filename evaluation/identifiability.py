@@ -1,0 +1,112 @@
+"""How well a view's embedding pins down its pose: the teacher's margin and the student's match.
+
+Two per-view diagnostics of fmap-mode relative pose, for the teacher's maps `t` and the student's
+maps `f` of the same views:
+
+- `second_peak_ratios(t)`: `t` (less each channel's mean over the sphere, a constant of the
+  correlation) correlated with itself over SO(3) peaks at the identity; the best distinct other peak (`correlation.align_top_k`, k = 2) over that peak says how nearly another pose
+  ties with the view's own in the teacher's space: 1 for an exact symmetry of the map. A student's
+  map that misses the teacher's by more than that margin can land on the other pose, however well it
+  matches the rest of the map. The other peak's rotation angle tells a 180-degree flip (angle above
+  `alignment.FLIPPED_DEG`) from other near-symmetries.
+- `view_errors_deg(f, t)`: the angle of the rotation between the student's map of a view and the
+  teacher's map of the same view (`correlation.align`): 0 for a student that puts each view at its
+  own pose; above `alignment.FLIPPED_DEG` where it put the view at a 180-degree flip.
+
+Relative pose of two views is right when both views' maps are at their pose, or both at the same
+flip; these numbers say which of the two sides (teacher's maps, student's match) sets the error.
+"""
+import numpy as np
+import tensorflow as tf
+
+from evaluation import alignment
+from geometry import grids
+
+
+def _check_maps(maps, name):
+  maps = np.asarray(maps, np.float32)
+  if maps.ndim != 4 or maps.shape[1] != maps.shape[2] or maps.shape[1] % 2:
+    raise ValueError(f'{name}: expected maps [N, 2B, 2B, C], got shape {maps.shape}')
+  return maps
+
+
+def second_peak_ratios(maps, batch_size=64):
+  """Per map: the best distinct non-identity peak of its self-correlation over the identity's.
+
+  Args:
+    maps: `[N, 2B, 2B, C]` (the teacher's maps of N views).
+    batch_size: maps per call.
+  Returns:
+    (ratio float64 `[N]`, second-peak angle in degrees float64 `[N]`): the second-best peak's
+    correlation value over the best (NaN where the self-correlation has a single peak) and the
+    angle of the other peak's rotation (of the two best, the one farther from the identity:
+    under an exact symmetry the two tie).
+  """
+  import correlation  # pylint: disable=g-import-not-at-top  (heavy tables, only when used)
+  maps = _check_maps(maps, 'second_peak_ratios')
+  # Each channel's mean adds a constant to the correlation at every rotation: it moves no peak but
+  # would pull every ratio towards 1, so the ratio is taken on the maps less their means.
+  weights = grids.quadrature_weights(maps.shape[1] // 2)[:, None, None]
+  maps = maps - np.sum(weights * maps, axis=(1, 2), keepdims=True) / (4 * np.pi)
+  ratios, angles = np.full(len(maps), np.nan), np.full(len(maps), np.nan)
+  for start in range(0, len(maps), batch_size):
+    t = tf.constant(maps[start:start + batch_size])
+    peaks = correlation.align_top_k(t, t, k=2)
+    scores = peaks['scores'].numpy().astype(np.float64)
+    second = np.isfinite(scores[:, 1])
+    ratios[start:start + len(t)] = np.where(second, scores[:, 1] / scores[:, 0], np.nan)
+    # The identity is a best peak (Cauchy-Schwarz), tied under an exact symmetry: the other peak
+    # is whichever of the two lies farther from it.
+    top_two = alignment.rotation_errors_deg(peaks['rotations'].numpy()[:, :2], np.eye(3))
+    angles[start:start + len(t)] = np.where(second, top_two.max(axis=1), np.nan)
+  return ratios, angles
+
+
+def view_errors_deg(fmap, target, batch_size=64):
+  """Per view: the angle (degrees, `[N]` float64) of `align(fmap[i], target[i])`.
+
+  Args:
+    fmap, target: `[N, 2B, 2B, C]`, the student's and the teacher's maps of the same N views.
+  """
+  fmap, target = _check_maps(fmap, 'view_errors_deg (fmap)'), _check_maps(target,
+                                                                           'view_errors_deg (target)')
+  if fmap.shape != target.shape:
+    raise ValueError(f'view_errors_deg: fmap {fmap.shape} and target {target.shape} differ')
+  count = len(fmap)
+  pairs = np.stack([np.arange(count), count + np.arange(count)], axis=1)
+  estimated = alignment.align_pairs(np.concatenate([fmap, target]), pairs, batch_size=batch_size,
+                                    progress=False)
+  return alignment.rotation_errors_deg(estimated, np.eye(3))
+
+
+def summarize_by_group(ratios, second_angles, view_errors, groups):
+  """Per group (for example per category): the medians and rates of the two diagnostics.
+
+  Args:
+    ratios, second_angles: from `second_peak_ratios`, `[N]`.
+    view_errors: from `view_errors_deg`, `[N]`.
+    groups: `[N]` group of each view.
+  Returns:
+    dict group -> {'views', 'second_peak_ratio' (median, NaNs left out), 'second_peak_flip' (% of
+    second peaks that are 180-degree flips), 'views_at_pose' (% of view errors below 30 degrees),
+    'views_flipped' (% above `alignment.FLIPPED_DEG`)}, in sorted group order.
+  """
+  arrays = [np.asarray(a, np.float64) for a in (ratios, second_angles, view_errors)]
+  groups = np.asarray(groups)
+  if any(a.shape != groups.shape for a in arrays):
+    raise ValueError('summarize_by_group: ratios, angles, errors and groups must have one shape, '
+                     f'got {[a.shape for a in arrays]} and {groups.shape}')
+  ratios, second_angles, view_errors = arrays
+  out = {}
+  for group in np.unique(groups):
+    chosen = groups == group
+    has_second = chosen & np.isfinite(ratios)
+    out[group.item() if hasattr(group, 'item') else group] = {
+        'views': int(chosen.sum()),
+        'second_peak_ratio': float(np.median(ratios[has_second])) if has_second.any() else np.nan,
+        'second_peak_flip': (float(100.0 * np.mean(second_angles[has_second] > alignment.FLIPPED_DEG))
+                             if has_second.any() else np.nan),
+        'views_at_pose': float(100.0 * np.mean(view_errors[chosen] < 30.0)),
+        'views_flipped': float(100.0 * np.mean(view_errors[chosen] > alignment.FLIPPED_DEG)),
+    }
+  return out
