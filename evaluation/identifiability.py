@@ -4,14 +4,16 @@ Two per-view diagnostics of fmap-mode relative pose, for the teacher's maps `t` 
 maps `f` of the same views:
 
 - `second_peak_ratios(t)`: `t` (less each channel's mean over the sphere, a constant of the
-  correlation) correlated with itself over SO(3) peaks at the identity; the best distinct other peak (`correlation.align_top_k`, k = 2) over that peak says how nearly another pose
-  ties with the view's own in the teacher's space: 1 for an exact symmetry of the map. A student's
-  map that misses the teacher's by more than that margin can land on the other pose, however well it
-  matches the rest of the map. The other peak's rotation angle tells a 180-degree flip (angle above
+  correlation) correlated with itself over SO(3) peaks at the identity; the best distinct other
+  peak (`correlation.align_top_k`, k = 2) over that peak says how nearly another pose ties with the
+  view's own in the teacher's space: 1 for an exact symmetry of the map. A student's map that misses
+  the teacher's by more than that margin can land on the other pose, however well it matches the
+  rest of the map. The other peak's rotation angle tells a 180-degree flip (angle above
   `alignment.FLIPPED_DEG`) from other near-symmetries.
 - `view_errors_deg(f, t)`: the angle of the rotation between the student's map of a view and the
   teacher's map of the same view (`correlation.align`): 0 for a student that puts each view at its
-  own pose; above `alignment.FLIPPED_DEG` where it put the view at a 180-degree flip.
+  own pose; below `AT_POSE_DEG` counts as at its pose, above `alignment.FLIPPED_DEG` as at a
+  180-degree flip.
 
 Relative pose of two views is right when both views' maps are at their pose, or both at the same
 flip; these numbers say which of the two sides (teacher's maps, student's match) sets the error.
@@ -21,6 +23,9 @@ import tensorflow as tf
 
 from evaluation import alignment
 from geometry import grids
+
+# A view whose student map is within this of the teacher's is at its pose (the Acc@30 threshold).
+AT_POSE_DEG = 30.0
 
 
 def _check_maps(maps, name):
@@ -68,8 +73,8 @@ def view_errors_deg(fmap, target, batch_size=64):
   Args:
     fmap, target: `[N, 2B, 2B, C]`, the student's and the teacher's maps of the same N views.
   """
-  fmap, target = _check_maps(fmap, 'view_errors_deg (fmap)'), _check_maps(target,
-                                                                           'view_errors_deg (target)')
+  fmap = _check_maps(fmap, 'view_errors_deg (fmap)')
+  target = _check_maps(target, 'view_errors_deg (target)')
   if fmap.shape != target.shape:
     raise ValueError(f'view_errors_deg: fmap {fmap.shape} and target {target.shape} differ')
   count = len(fmap)
@@ -88,8 +93,8 @@ def summarize_by_group(ratios, second_angles, view_errors, groups):
     groups: `[N]` group of each view.
   Returns:
     dict group -> {'views', 'second_peak_ratio' (median, NaNs left out), 'second_peak_flip' (% of
-    second peaks that are 180-degree flips), 'views_at_pose' (% of view errors below 30 degrees),
-    'views_flipped' (% above `alignment.FLIPPED_DEG`)}, in sorted group order.
+    second peaks that are 180-degree flips), 'views_at_pose' (% of view errors below
+    `AT_POSE_DEG`), 'views_flipped' (% above `alignment.FLIPPED_DEG`)}, in sorted group order.
   """
   arrays = [np.asarray(a, np.float64) for a in (ratios, second_angles, view_errors)]
   groups = np.asarray(groups)
@@ -101,12 +106,12 @@ def summarize_by_group(ratios, second_angles, view_errors, groups):
   for group in np.unique(groups):
     chosen = groups == group
     has_second = chosen & np.isfinite(ratios)
+    flips = second_angles[has_second] > alignment.FLIPPED_DEG
     out[group.item() if hasattr(group, 'item') else group] = {
         'views': int(chosen.sum()),
         'second_peak_ratio': float(np.median(ratios[has_second])) if has_second.any() else np.nan,
-        'second_peak_flip': (float(100.0 * np.mean(second_angles[has_second] > alignment.FLIPPED_DEG))
-                             if has_second.any() else np.nan),
-        'views_at_pose': float(100.0 * np.mean(view_errors[chosen] < 30.0)),
+        'second_peak_flip': float(100.0 * np.mean(flips)) if has_second.any() else np.nan,
+        'views_at_pose': float(100.0 * np.mean(view_errors[chosen] < AT_POSE_DEG)),
         'views_flipped': float(100.0 * np.mean(view_errors[chosen] > alignment.FLIPPED_DEG)),
     }
   return out

@@ -351,9 +351,11 @@ def _category_lines(job):
         ratios, angles, identifiability.view_errors_deg(data['fmap'], data['target']),
         alignment_lib.category_of(data['instance']))
   flipped = f'> {alignment_lib.FLIPPED_DEG:.0f} deg, %'
-  lines = ['| category | pairs | target median | fmap median | fmap acc30 | fmap flip-tolerant median '
-           f'| fmap flipped ({flipped}) | teacher 2nd peak / 1st | views at pose (< 30 deg, %) '
-           f'| views flipped ({flipped}) |', '|---|---|---|---|---|---|---|---|---|---|']
+  at_pose = f'< {identifiability.AT_POSE_DEG:.0f} deg, %'
+  lines = ['| category | pairs | target median | fmap median | fmap acc30 '
+           f'| fmap flip-tolerant median | fmap flipped ({flipped}) | teacher 2nd peak / 1st '
+           f'| views at pose ({at_pose}) | views flipped ({flipped}) |',
+           '|---|---|---|---|---|---|---|---|---|---|']
   for category, fmap in by_mode['fmap'].items():
     target = by_mode['target'].get(category, {}).get('median_deg', float('nan'))
     view = views.get(category, {})
@@ -362,15 +364,16 @@ def _category_lines(job):
     lines.append(f'| {category} | {fmap["n"]} | {target:.2f} | {fmap["median_deg"]:.1f} | '
                  f'{fmap["acc30"]:.1f} | {fmap["sym_median_deg"]:.1f} | {fmap["flipped"]:.1f} | '
                  f'{view_cells} |')
-  return lines + ['', "Flipped: a pose taken for one of its 180-degree flips. If each view's embedding "
-                  'were that of its pose or, at random, of one flip of it, about 50% of the pairs '
-                  "would be flipped; with the three flips about the object's axes, 75%.", '',
-                  "Per view (all test views): teacher 2nd peak / 1st, the median over views of the "
-                  "best other peak of the teacher's map correlated with itself, over the peak at "
-                  'the identity (1: a pose the teacher\'s maps cannot tell from another; a student '
-                  'whose maps miss the teacher\'s by more than this margin can take the other '
-                  "pose); views at pose / flipped: the rotation between the student's map of a view "
-                  "and the teacher's map of the same view (evaluation.identifiability)."]
+  return lines + [
+      '', "Flipped: a pose taken for one of its 180-degree flips. If each view's embedding were "
+      'that of its pose or, at random, of one flip of it, about 50% of the pairs would be '
+      "flipped; with the three flips about the object's axes, 75%.", '',
+      "Per view (all test views): teacher 2nd peak / 1st, the median over views of the best "
+      "other peak of the teacher's map (means removed) correlated with itself, over the peak at "
+      "the identity (1: a pose the teacher's maps cannot tell from another; a student whose "
+      "maps miss the teacher's by more than this margin can take the other pose); views at "
+      "pose / flipped: the rotation between the student's map of a view and the teacher's map "
+      'of the same view (evaluation.identifiability).']
 
 
 def _embedder_line(settings):

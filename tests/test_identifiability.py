@@ -31,7 +31,8 @@ def test_second_peak_of_a_partly_symmetric_map_is_the_half_turn_analytically(wei
   rng = np.random.default_rng(0)
   b = 16
   h = _band_limited(rng, 3, b, 2)
-  h -= np.sum(grids.quadrature_weights(b)[:, None, None] * h, axis=(1, 2), keepdims=True) / (4 * np.pi)
+  weights = grids.quadrature_weights(b)[:, None, None]
+  h -= np.sum(weights * h, axis=(1, 2), keepdims=True) / (4 * np.pi)
   half_turn = lambda x: np.roll(x, b, axis=-2)
   f = h + weight * half_turn(h)
   e, norm = _inner(half_turn(h), h, b), _inner(h, h, b)
