@@ -318,9 +318,9 @@ def _add_flip_tolerant_medians(job, rows):
       row['sym_median_deg'] = float(np.median(folded)) if folded.size else ''
 
 
-def _degree_correlation_lines(job, max_degree=6):
-  """The student's test embeddings against the teacher's, degree by degree (a markdown table)."""
-  data = embeddings_io.load_embeddings(_embeddings_path(job))
+def _degree_correlation_lines(data, max_degree=6):
+  """The student's test embeddings (`data`, an embeddings file's arrays) against the teacher's,
+  degree by degree (a markdown table)."""
   if 'target' not in data:
     return ['(the embeddings file has no teacher embeddings)']
   rho = degrees_lib.degree_correlation(data['fmap'], data['target'], max_degree)
@@ -332,9 +332,10 @@ def _degree_correlation_lines(job, max_degree=6):
           'to tell a pose from its 180-degree flips.']
 
 
-def _category_lines(job):
+def _category_lines(job, embeddings):
   """Same-instance relative pose per category (upsample 1, teacher and student), and per view the
-  teacher's margin and the student's match (evaluation.identifiability): a markdown table."""
+  teacher's margin and the student's match (evaluation.identifiability, on `embeddings`, the test
+  embeddings file's arrays): a markdown table."""
   by_mode = {}
   for mode in ('target', 'fmap'):
     pairs_file = eval_commands.pairs_record_path(path(job, 'eval'), _run_name(1), mode, 'same')
@@ -344,12 +345,11 @@ def _category_lines(job):
       by_mode[mode] = alignment_lib.summarize_by_group(
           data['raw_error_deg'], alignment_lib.category_of(data['instance_1']))
   views = {}
-  data = embeddings_io.load_embeddings(_embeddings_path(job))
-  if 'target' in data:
-    ratios, angles = identifiability.second_peak_ratios(data['target'])
+  if 'target' in embeddings:
+    ratios, angles = identifiability.second_peak_ratios(embeddings['target'])
     views = identifiability.summarize_by_group(
-        ratios, angles, identifiability.view_errors_deg(data['fmap'], data['target']),
-        alignment_lib.category_of(data['instance']))
+        ratios, angles, identifiability.view_errors_deg(embeddings['fmap'], embeddings['target']),
+        alignment_lib.category_of(embeddings['instance']))
   flipped = f'> {alignment_lib.FLIPPED_DEG:.0f} deg, %'
   at_pose = f'< {identifiability.AT_POSE_DEG:.0f} deg, %'
   lines = ['| category | pairs | target median | fmap median | fmap acc30 '
@@ -426,9 +426,11 @@ def results_markdown(job):
     value = result.get('eval', {}).get(metric)
     lines.append(f'| {model} | {result.get("step")} | {metric} | '
                  f'{"n/a" if value is None else f"{value:.4f}"} |')
-  lines += ['', '## Relative pose by category (same instance, upsample 1)', '', *_category_lines(job)]
+  embeddings = embeddings_io.load_embeddings(_embeddings_path(job))  # read once, for both tables
+  lines += ['', '## Relative pose by category (same instance, upsample 1)', '',
+            *_category_lines(job, embeddings)]
   lines += ['', '## Student against teacher, by degree (test split)', '',
-            *_degree_correlation_lines(job)]
+            *_degree_correlation_lines(embeddings)]
   target, fmap = _median(align_rows, 'target', 'same'), _median(align_rows, 'fmap', 'same')
   lines += ['', '## Goals (best over upsampling)', '',
             _goal('target-mode same-instance median', target, GOAL_TARGET_MEDIAN_DEG),
