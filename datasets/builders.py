@@ -315,13 +315,15 @@ def import_beam_generation():
 class EquivariantShapes(tfds.core.GeneratorBasedBuilder):
   """Views and spherical maps of procedural or real 3D shapes (see the module docstring)."""
 
-  VERSION = tfds.core.Version('1.2.0')
+  VERSION = tfds.core.Version('1.3.0')
   RELEASE_NOTES = {
       '1.0.0': 'First release.',
       '1.1.0': 'Anti-aliased spheres: sphere_oversample (default 2) casts at 2B and band-limits '
                'to B.',
       '1.2.0': 'Depth-cued views (datasets.raycast.shade): farther surfaces are darker, so a view '
                'tells the front of a mirror-symmetric shape from its back.',
+      '1.3.0': 'Procedural shapes with larger symmetry breakers (datasets.procedural): no category '
+               'has a rotation 30 degrees or more from the identity that nearly ties its pose.',
   }
   MANUAL_DOWNLOAD_INSTRUCTIONS = _MANUAL_DOWNLOAD_INSTRUCTIONS
   # The first one is the default; custom settings: EquivariantShapes(config=make_config(...)).
