@@ -10,6 +10,12 @@ maps `f` of the same views:
   the teacher's by more than that margin can land on the other pose, however well it matches the
   rest of the map. The other peak's rotation angle tells a 180-degree flip (angle above
   `alignment.FLIPPED_DEG`) from other near-symmetries.
+- `far_pose_ratios(t)`: the best value of that self-correlation at any rotation at least
+  `min_angle_deg` (30) from the identity, over its best value. It also sees near-symmetries that
+  are not separate peaks: a mug's turns about its axis are a ridge that falls slowly from the
+  identity's peak (0.98 of it 30 degrees away for a mug with a thin handle), with no second peak.
+  A shape whose sphere scores near 1 cannot have its pose recovered to better than that angle by
+  anything that looks at the sphere; `datasets.procedural` is sized with it.
 - `view_errors_deg(f, t)`: the angle of the rotation between the student's map of a view and the
   teacher's map of the same view (`correlation.align`): 0 for a student that puts each view at its
   own pose; below `AT_POSE_DEG` counts as at its pose, above `alignment.FLIPPED_DEG` as at a
@@ -18,6 +24,8 @@ maps `f` of the same views:
 Relative pose of two views is right when both views' maps are at their pose, or both at the same
 flip; these numbers say which of the two sides (teacher's maps, student's match) sets the error.
 """
+import functools
+
 import numpy as np
 import tensorflow as tf
 
@@ -35,6 +43,13 @@ def _check_maps(maps, name):
   return maps
 
 
+def _less_means(maps):
+  """Maps less each channel's mean over the sphere: a constant of every self-correlation, it moves
+  no peak but would pull every ratio towards 1."""
+  weights = grids.quadrature_weights(maps.shape[1] // 2)[:, None, None]
+  return maps - np.sum(weights * maps, axis=(1, 2), keepdims=True) / (4 * np.pi)
+
+
 def second_peak_ratios(maps, batch_size=64):
   """Per map: the best distinct non-identity peak of its self-correlation over the identity's.
 
@@ -48,11 +63,7 @@ def second_peak_ratios(maps, batch_size=64):
     under an exact symmetry the two tie).
   """
   import correlation  # pylint: disable=g-import-not-at-top  (heavy tables, only when used)
-  maps = _check_maps(maps, 'second_peak_ratios')
-  # Each channel's mean adds a constant to the correlation at every rotation: it moves no peak but
-  # would pull every ratio towards 1, so the ratio is taken on the maps less their means.
-  weights = grids.quadrature_weights(maps.shape[1] // 2)[:, None, None]
-  maps = maps - np.sum(weights * maps, axis=(1, 2), keepdims=True) / (4 * np.pi)
+  maps = _less_means(_check_maps(maps, 'second_peak_ratios'))
   ratios, angles = np.full(len(maps), np.nan), np.full(len(maps), np.nan)
   for start in range(0, len(maps), batch_size):
     t = tf.constant(maps[start:start + batch_size])
@@ -64,6 +75,53 @@ def second_peak_ratios(maps, batch_size=64):
     # is whichever of the two lies farther from it.
     top_two = alignment.rotation_errors_deg(peaks['rotations'].numpy()[:, :2], np.eye(3))
     angles[start:start + len(t)] = np.where(second, top_two.max(axis=1), np.nan)
+  return ratios, angles
+
+
+@functools.lru_cache(maxsize=None)
+def _grid_rotation_angles_deg(grid_bandwidth):
+  """Rotation angle (degrees) of every point of `geometry.so3_grid(B')`, `[2B', 2B', 2B']` float64.
+
+  The quaternion of `Rz(alpha) Ry(beta) Rz(gamma)` has scalar part `cos(beta/2) cos((alpha+gamma)/2)`,
+  and the angle is twice the arccosine of its absolute value.
+  """
+  alpha, beta, gamma = grids.so3_grid(grid_bandwidth)
+  a, b, g = np.meshgrid(alpha, beta, gamma, indexing='ij')
+  scalar = np.abs(np.cos(b / 2) * np.cos((a + g) / 2))
+  return np.degrees(2 * np.arccos(np.clip(scalar, 0.0, 1.0)))
+
+
+def far_pose_ratios(maps, min_angle_deg=30.0, upsample=2, normalize=False, batch_size=16):
+  """Per map: the best self-correlation `min_angle_deg` or more from the identity, over the best.
+
+  Args:
+    maps: `[N, 2B, 2B, C]`; each channel's mean is removed first (as in `second_peak_ratios`).
+    min_angle_deg: rotations at least this far from the identity count as other poses.
+    upsample: the correlation is read on the grid of bandwidth `upsample * B` (2: grid steps of
+      90 / B degrees, so the best value near a ridge or a peak is close to its true maximum).
+    normalize: also scale each channel to unit norm (`correlation.correlate`'s `normalize`), so that
+      channels count alike whatever their units.
+    batch_size: maps per call (a volume is `(4B)^3` floats at upsample 2: 1 MB at B = 16).
+  Returns:
+    (ratio float64 `[N]`, angle in degrees float64 `[N]` of the grid rotation that attains it).
+    The ratio is at most 1 (Cauchy-Schwarz), and 1 for a map with an exact symmetry of angle at least
+    `min_angle_deg` on the grid.
+  """
+  import correlation  # pylint: disable=g-import-not-at-top  (heavy tables, only when used)
+  if not 0.0 < float(min_angle_deg) < 180.0:
+    raise ValueError(f'far_pose_ratios: min_angle_deg must be in (0, 180), got {min_angle_deg!r}')
+  maps = _less_means(_check_maps(maps, 'far_pose_ratios'))
+  angles_deg = _grid_rotation_angles_deg(upsample * (maps.shape[1] // 2)).ravel()
+  far = angles_deg >= float(min_angle_deg)
+  ratios, angles = np.empty(len(maps)), np.empty(len(maps))
+  for start in range(0, len(maps), batch_size):
+    t = tf.constant(maps[start:start + batch_size])
+    volume = correlation.correlate(t, t, upsample=upsample, normalize=normalize).numpy()
+    volume = volume.reshape(len(t), -1).astype(np.float64)
+    best_far = np.argmax(np.where(far, volume, -np.inf), axis=1)
+    rows = np.arange(len(t))
+    ratios[start:start + len(t)] = volume[rows, best_far] / volume.max(axis=1)
+    angles[start:start + len(t)] = angles_deg[best_far]
   return ratios, angles
 
 
@@ -84,34 +142,40 @@ def view_errors_deg(fmap, target, batch_size=64):
   return alignment.rotation_errors_deg(estimated, np.eye(3))
 
 
-def summarize_by_group(ratios, second_angles, view_errors, groups):
-  """Per group (for example per category): the medians and rates of the two diagnostics.
+def summarize_by_group(ratios, second_angles, view_errors, groups, far_ratios=None):
+  """Per group (for example per category): the medians and rates of the diagnostics.
 
   Args:
     ratios, second_angles: from `second_peak_ratios`, `[N]`.
     view_errors: from `view_errors_deg`, `[N]`.
     groups: `[N]` group of each view.
+    far_ratios: optional, from `far_pose_ratios`, `[N]`.
   Returns:
     dict group -> {'views', 'second_peak_ratio' (median, NaNs left out), 'second_peak_flip' (% of
     second peaks that are 180-degree flips), 'views_at_pose' (% of view errors below
-    `AT_POSE_DEG`), 'views_flipped' (% above `alignment.FLIPPED_DEG`)}, in sorted group order.
+    `AT_POSE_DEG`), 'views_flipped' (% above `alignment.FLIPPED_DEG`), and with `far_ratios`
+    'far_pose_ratio' (median)}, in sorted group order.
   """
   arrays = [np.asarray(a, np.float64) for a in (ratios, second_angles, view_errors)]
+  if far_ratios is not None:
+    arrays.append(np.asarray(far_ratios, np.float64))
   groups = np.asarray(groups)
   if any(a.shape != groups.shape for a in arrays):
     raise ValueError('summarize_by_group: ratios, angles, errors and groups must have one shape, '
                      f'got {[a.shape for a in arrays]} and {groups.shape}')
-  ratios, second_angles, view_errors = arrays
+  ratios, second_angles, view_errors = arrays[:3]
   out = {}
   for group in np.unique(groups):
     chosen = groups == group
     has_second = chosen & np.isfinite(ratios)
     flips = second_angles[has_second] > alignment.FLIPPED_DEG
-    out[group.item() if hasattr(group, 'item') else group] = {
+    row = out[group.item() if hasattr(group, 'item') else group] = {
         'views': int(chosen.sum()),
         'second_peak_ratio': float(np.median(ratios[has_second])) if has_second.any() else np.nan,
         'second_peak_flip': float(100.0 * np.mean(flips)) if has_second.any() else np.nan,
         'views_at_pose': float(100.0 * np.mean(view_errors[chosen] < AT_POSE_DEG)),
         'views_flipped': float(100.0 * np.mean(view_errors[chosen] > alignment.FLIPPED_DEG)),
     }
+    if far_ratios is not None:
+      row['far_pose_ratio'] = float(np.median(arrays[3][chosen]))
   return out

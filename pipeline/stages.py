@@ -349,18 +349,20 @@ def _category_lines(job, embeddings):
     ratios, angles = identifiability.second_peak_ratios(embeddings['target'])
     views = identifiability.summarize_by_group(
         ratios, angles, identifiability.view_errors_deg(embeddings['fmap'], embeddings['target']),
-        alignment_lib.category_of(embeddings['instance']))
+        alignment_lib.category_of(embeddings['instance']),
+        far_ratios=identifiability.far_pose_ratios(embeddings['target'])[0])
   flipped = f'> {alignment_lib.FLIPPED_DEG:.0f} deg, %'
   at_pose = f'< {identifiability.AT_POSE_DEG:.0f} deg, %'
   lines = ['| category | pairs | target median | fmap median | fmap acc30 '
            f'| fmap flip-tolerant median | fmap flipped ({flipped}) | teacher 2nd peak / 1st '
-           f'| views at pose ({at_pose}) | views flipped ({flipped}) |',
-           '|---|---|---|---|---|---|---|---|---|---|']
+           f'| teacher far pose / pose | views at pose ({at_pose}) | views flipped ({flipped}) |',
+           '|---|---|---|---|---|---|---|---|---|---|---|']
   for category, fmap in by_mode['fmap'].items():
     target = by_mode['target'].get(category, {}).get('median_deg', float('nan'))
     view = views.get(category, {})
     view_cells = ' | '.join(f'{view.get(key, float("nan")):.{digits}f}' for key, digits in (
-        ('second_peak_ratio', 3), ('views_at_pose', 1), ('views_flipped', 1)))
+        ('second_peak_ratio', 3), ('far_pose_ratio', 3), ('views_at_pose', 1),
+        ('views_flipped', 1)))
     lines.append(f'| {category} | {fmap["n"]} | {target:.2f} | {fmap["median_deg"]:.1f} | '
                  f'{fmap["acc30"]:.1f} | {fmap["sym_median_deg"]:.1f} | {fmap["flipped"]:.1f} | '
                  f'{view_cells} |')
@@ -371,9 +373,12 @@ def _category_lines(job, embeddings):
       "Per view (all test views): teacher 2nd peak / 1st, the median over views of the best "
       "other peak of the teacher's map (means removed) correlated with itself, over the peak at "
       "the identity (1: a pose the teacher's maps cannot tell from another; a student whose "
-      "maps miss the teacher's by more than this margin can take the other pose); views at "
-      "pose / flipped: the rotation between the student's map of a view and the teacher's map "
-      'of the same view (evaluation.identifiability).']
+      "maps miss the teacher's by more than this margin can take the other pose); teacher far "
+      "pose / pose, the median of the best value of that self-correlation at rotations 30 "
+      'degrees or more from the identity over its best (it also sees the slow ridges of shapes '
+      'nearly symmetric about an axis, which have no second peak); views at pose / flipped: the '
+      "rotation between the student's map of a view and the teacher's map of the same view "
+      '(evaluation.identifiability).']
 
 
 def _embedder_line(settings):

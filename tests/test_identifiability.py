@@ -64,6 +64,50 @@ def test_view_errors_are_the_angles_of_known_rotations():
   assert np.all(identifiability.view_errors_deg(target, target) < 0.5)
 
 
+def test_far_pose_ratios_match_a_brute_force_self_correlation():
+  # Independent of the SO(3) FFT: rotate the map to every grid rotation in the harmonic domain
+  # (correlation.rotate, Wigner-D), integrate by quadrature, and take the angles from the matrices.
+  rng = np.random.default_rng(4)
+  b = 4
+  maps = _band_limited(rng, 3, b, 2).astype(np.float64)
+  alpha, beta, gamma = grids.so3_grid(b)
+  angles = np.stack(np.meshgrid(alpha, beta, gamma, indexing='ij'), -1).reshape(-1, 3)
+  matrices = rotations.euler_zyz_to_matrix(tf.constant(angles)).numpy()
+  distance = rotations.angular_distance(tf.constant(matrices), tf.eye(3, dtype=tf.float64)).numpy()
+  far = distance >= 40.0
+  less_means = maps - np.sum(grids.quadrature_weights(b)[:, None, None] * maps, axis=(1, 2),
+                             keepdims=True) / (4 * np.pi)
+  for f, ratio, angle in zip(less_means, *identifiability.far_pose_ratios(
+      maps, min_angle_deg=40.0, upsample=1)):
+    rotated = correlation.rotate(tf.constant(np.repeat(f[None], len(matrices), 0)),
+                                 tf.constant(matrices)).numpy()
+    values = _inner(rotated, f[None], b)
+    best = np.argmax(np.where(far, values, -np.inf))
+    assert ratio == pytest.approx(values[best] / values.max(), abs=1e-4)
+    assert angle == pytest.approx(distance[best], abs=1e-3)
+
+
+def test_far_pose_ratio_is_one_under_a_symmetry_and_means_and_angles_behave():
+  rng = np.random.default_rng(5)
+  b = 8
+  h = _band_limited(rng, 2, b, 2)
+  symmetric = h + np.roll(h, b, axis=-2)  # invariant under Rz(pi)
+  beta = grids.sphere_grid(b)[0][:, None, None]
+  zonal = np.broadcast_to(np.cos(beta) ** 3 + 0.3 * np.cos(beta), (2 * b, 2 * b, 1))
+  ratios, angles = identifiability.far_pose_ratios(symmetric)
+  np.testing.assert_allclose(ratios, 1.0, atol=1e-5)
+  np.testing.assert_allclose(angles, 180.0, atol=3.0)
+  ratio, angle = identifiability.far_pose_ratios(zonal[None])  # every turn about z is a symmetry
+  np.testing.assert_allclose(ratio, 1.0, atol=1e-5)
+  assert angle[0] >= 30.0
+  ratios, angles = identifiability.far_pose_ratios(h)
+  assert np.all(ratios < 0.9) and np.all(angles >= 30.0)
+  shifted = identifiability.far_pose_ratios(h + np.array([4.0, -7.0]))[0]
+  np.testing.assert_allclose(shifted, ratios, rtol=1e-4)
+  farther = identifiability.far_pose_ratios(h, min_angle_deg=90.0)
+  assert np.all(farther[0] <= ratios + 1e-6) and np.all(farther[1] >= 90.0)
+
+
 def test_summary_by_group():
   ratios = np.array([0.9, np.nan, 0.5, 0.7, 0.99])
   angles = np.array([179.0, np.nan, 90.0, 170.0, 20.0])
@@ -76,6 +120,11 @@ def test_summary_by_group():
   assert out['b']['second_peak_flip'] == pytest.approx(100 / 3)
   assert out['b']['views_at_pose'] == pytest.approx(100 / 3)
   assert out['b']['views_flipped'] == pytest.approx(100 / 3)
+  with_far = identifiability.summarize_by_group(ratios, angles, errors, ['a', 'a', 'b', 'b', 'b'],
+                                                far_ratios=[0.9, 0.7, 0.1, 0.5, 0.3])
+  assert with_far['a']['far_pose_ratio'] == pytest.approx(0.8)
+  assert with_far['b']['far_pose_ratio'] == pytest.approx(0.3)
+  assert 'far_pose_ratio' not in out['a']
   only_nan = identifiability.summarize_by_group([np.nan], [np.nan], [3.0], ['c'])['c']
   assert np.isnan(only_nan['second_peak_ratio']) and np.isnan(only_nan['second_peak_flip'])
 
@@ -83,7 +132,13 @@ def test_summary_by_group():
 def test_errors_name_the_bad_input():
   with pytest.raises(ValueError, match='second_peak_ratios'):
     identifiability.second_peak_ratios(np.zeros((2, 8, 6, 1)))
+  with pytest.raises(ValueError, match='min_angle_deg'):
+    identifiability.far_pose_ratios(np.zeros((1, 8, 8, 1)), min_angle_deg=180)
+  with pytest.raises(ValueError, match='far_pose_ratios'):
+    identifiability.far_pose_ratios(np.zeros((8, 8, 1)))
   with pytest.raises(ValueError, match='differ'):
     identifiability.view_errors_deg(np.zeros((2, 8, 8, 1)), np.zeros((3, 8, 8, 1)))
   with pytest.raises(ValueError, match='one shape'):
     identifiability.summarize_by_group([1.0], [1.0], [1.0, 2.0], ['a'])
+  with pytest.raises(ValueError, match='one shape'):
+    identifiability.summarize_by_group([1.0], [1.0], [1.0], ['a'], far_ratios=[1.0, 2.0])

@@ -243,13 +243,14 @@ def test_whole_pipeline_tiny_then_skip_then_resume(tmp_path):
     ratios, angles = identifiability.second_peak_ratios(data['target'])
     views = identifiability.summarize_by_group(
         ratios, angles, identifiability.view_errors_deg(data['fmap'], data['target']),
-        alignment.category_of(data['instance']))
+        alignment.category_of(data['instance']),
+        far_ratios=identifiability.far_pose_ratios(data['target'])[0])
   for category, stats in by_category.items():
     row = next(line for line in table.splitlines() if line.startswith(f'| {category} | '))
     assert row.startswith(f'| {category} | {stats["n"]} | ')
     view = views[category]  # the per-view cells: the teacher's margin and the student's match
-    assert row.endswith(f'| {view["second_peak_ratio"]:.3f} | {view["views_at_pose"]:.1f} | '
-                        f'{view["views_flipped"]:.1f} |'), row
+    assert row.endswith(f'| {view["second_peak_ratio"]:.3f} | {view["far_pose_ratio"]:.3f} | '
+                        f'{view["views_at_pose"]:.1f} | {view["views_flipped"]:.1f} |'), row
   # The per-degree correlation of the student's test embeddings with the teacher's.
   with np.load(eval_dir / 'test_embeddings.npz') as data:
     rho = degrees.degree_correlation(data['fmap'], data['target'])
