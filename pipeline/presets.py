@@ -1,7 +1,7 @@
 """Named settings of the whole pipeline (`main.py --preset=NAME`); flags override single values.
 
   tiny     seconds-scale, for tests: B=8 spheres, 16 px views, a handful of steps, tiny models.
-  default  the bundled procedural shapes in under 60 minutes on a 2-core CPU (the README command).
+  default  the bundled procedural shapes in about 60 minutes on a 2-core CPU (the README command).
   paper    the GPU settings of the paper's scale: 64 px views, B=32 spheres, the original teacher
            (two branches, 16..128 filters, embedding block4) trained 48 epochs with the original
            learning-rate drops; larger students. Documented here, never run in tests.
@@ -83,7 +83,8 @@ PRESETS = {
         # median 14.1 vs 14.6 degrees (upsample 2, same seed), but machines of this kind differ:
         # the student ran 12.8 steps/s on one (whole run 40 minutes at 22000 steps) and 6.7 on
         # another (the student alone 55 minutes), where the teacher and synthesis ran alike.
-        # 16000 steps fit in 60 minutes on both.
+        # 16000 steps fit in 60 minutes on both; a slower one (student 6.2 steps/s, synthesis 8m20s)
+        # took 61 min 11 s in all (README, commit 0b26920).
         student_lr=STUDENT_LR, synthesis_lr=STUDENT_LR, student_lr_drops=(5 / 6, 11 / 12),
         base_channels=16, max_channels=128, n_latent=256, layers_per_block=2,
         checkpoint_every=200, summary_every=50,
