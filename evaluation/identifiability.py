@@ -104,8 +104,8 @@ def far_pose_ratios(maps, min_angle_deg=30.0, upsample=2, normalize=False, batch
     batch_size: maps per call (a volume is `(4B)^3` floats at upsample 2: 1 MB at B = 16).
   Returns:
     (ratio float64 `[N]`, angle in degrees float64 `[N]` of the grid rotation that attains it).
-    The ratio is at most 1 (Cauchy-Schwarz), and 1 for a map with an exact symmetry of angle at least
-    `min_angle_deg` on the grid.
+    The ratio is at most 1 (its denominator is the best over all grid rotations), and 1 for a map
+    with an exact symmetry of angle at least `min_angle_deg` on the grid.
   """
   import correlation  # pylint: disable=g-import-not-at-top  (heavy tables, only when used)
   if not 0.0 < float(min_angle_deg) < 180.0:
