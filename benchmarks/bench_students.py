@@ -36,11 +36,12 @@ _LOSS_TERMS = {'map': {}, 'degree': dict(degree_loss_weight=1.0),
                'pose': dict(degree_loss_weight=1.0, pose_loss_weight=1.0)}
 
 
-def _time_student(args, split, teacher_dir, num, model_options, terms, tmp):
-  """(images/s, s/step, embedding shape, parameters, trainer) of one student with `terms`."""
+def _time_student(args, split, teacher_dir, num, model_options, terms, jit, tmp):
+  """(images/s, s/step, embedding shape, parameters, trainer) of one student with `terms`,
+  its loss and gradients compiled with XLA if `jit`."""
   task = student_task.StudentTask('student', split, teacher_dir, cache_targets='memory',
                                   range_examples=num, model_options=model_options, **terms)
-  config = training.TrainConfig(tmp, batch_size=args.batch_size)
+  config = training.TrainConfig(tmp, batch_size=args.batch_size, jit_compile=jit)
   trainer = training.Trainer(task, config, training.make_strategy(args.strategy))
   trainer.train_steps(2)  # tracing, and one pass over the data to fill the target cache
   start = time.perf_counter()
@@ -62,12 +63,14 @@ def main():
   parser.add_argument('--preset', choices=['default'], default=None,
                       help="The default preset's sizes instead of the flags above.")
   parser.add_argument('--losses', default='map',
-                      help=f'Comma-separated loss terms, each of {sorted(_LOSS_TERMS)}.')
+                      help=f'Comma-separated loss terms, each of {sorted(_LOSS_TERMS)}; '
+                      "'+xla' after one (pose+xla) compiles its loss and gradients with XLA.")
   args = parser.parse_args()
   loss_names = args.losses.split(',')
-  unknown = [n for n in loss_names if n not in _LOSS_TERMS]
+  unknown = [n for n in loss_names if n.removesuffix('+xla') not in _LOSS_TERMS]
   if unknown:
-    parser.error(f'--losses: unknown {unknown}; choose from {sorted(_LOSS_TERMS)}')
+    parser.error(f'--losses: unknown {unknown}; choose from {sorted(_LOSS_TERMS)}, '
+                 "each optionally with '+xla'")
   model_options = dict(layers_per_block=args.layers_per_block, max_channels=args.max_channels)
   teacher_options = {}
   if args.preset:
@@ -89,7 +92,8 @@ def main():
   with tempfile.TemporaryDirectory() as tmp:
     teacher = teacher_lib.build_teacher(args.bandwidth, 2, num_classes=10, **teacher_options)
     teacher_dir = teacher_lib.export_teacher(teacher, os.path.join(tmp, 'teacher'))
-    runs = {name: _time_student(args, split, teacher_dir, num, model_options, _LOSS_TERMS[name],
+    runs = {name: _time_student(args, split, teacher_dir, num, model_options,
+                                _LOSS_TERMS[name.removesuffix('+xla')], name.endswith('+xla'),
                                 os.path.join(tmp, name))
             for name in loss_names}
   first = runs[loss_names[0]]
