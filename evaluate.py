@@ -5,8 +5,8 @@ usage: python evaluate.py [COMMAND] [flags] [files]
 Commands (the first positional argument; `align` when there is none):
   align       relative pose from embeddings (the original's run_alignment_experiment):
                 evaluate.py --embeddings=FILE [--pairs=same|diff|same,diff] [--mode=fmap|target|
-                fmap,target] [--upsample=K] [--normalize] [--symmetric] [--max_pairs=N] [--seed=S]
-                [--results_csv=PATH] [--name=NAME]
+                fmap,target] [--upsample=K] [--normalize] [--odd_degree_weight=W] [--symmetric]
+                [--max_pairs=N] [--seed=S] [--results_csv=PATH] [--name=NAME]
               prints a markdown table, appends one row per (mode, pairs) to the results CSV
               (default results.csv beside FILE; header name,mode,pairs,n,median_deg,mean_deg,acc10,
               acc30) and writes per-pair records (.pairs.npz) and an error CDF (.cdf.png) beside it.
@@ -53,6 +53,11 @@ def _define_flags(fv):
                        lower_bound=1, **d)
   flags.DEFINE_bool('normalize', False, 'Per-channel normalisation of the maps before correlating.',
                     **d)
+  flags.DEFINE_float('odd_degree_weight', 2.0,
+                     "Scale of the odd spherical-harmonic degrees of the student's maps (fmap mode, "
+                     'relpose) before correlating; 1 leaves them alone. The odd degrees tell a pose '
+                     'from its 180-degree flips; 2 was best of 1-6 on held-out procedural shapes.',
+                     lower_bound=0.0, **d)
   flags.DEFINE_bool('symmetric', False, 'Report min(err, 180 - err): forgives a two-fold flip.',
                     **d)
   flags.DEFINE_integer('max_pairs', None, 'At most this many pairs, sampled (0: all). Default: all '
@@ -161,7 +166,8 @@ def execute(fv, argv):
       _, table = commands.align_command(
           fv.embeddings, pair_kinds=fv.pairs, modes=fv.mode, upsample=fv.upsample,
           normalize=fv.normalize, symmetric=fv.symmetric, max_pairs=fv.max_pairs, seed=fv.seed,
-          results_csv=fv.results_csv, name=fv.name, batch_size=fv.batch_size, progress=fv.progress)
+          results_csv=fv.results_csv, name=fv.name, batch_size=fv.batch_size, progress=fv.progress,
+          odd_degree_weight=fv.odd_degree_weight)
       print(table)
     elif command == 'synthesis':
       _require(fv, 'synthesizer')
@@ -190,7 +196,8 @@ def execute(fv, argv):
       embedder = models_io.load_embedder(fv.embedder)
       _, text = commands.relpose_command(embedder, image1, image2, top_k=fv.top_k,
                                          upsample=fv.upsample, normalize=fv.normalize,
-                                         json_path=fv.json, image_size=fv.image_size)
+                                         json_path=fv.json, image_size=fv.image_size,
+                                         odd_degree_weight=fv.odd_degree_weight)
       print(text)
     elif command == 'synthesize':
       _require(fv, 'embedder', 'synthesizer', 'output')

@@ -22,6 +22,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from evaluation import degrees
 from geometry import angular_distance
 
 ACCURACY_THRESHOLDS_DEG = (10, 30)
@@ -166,7 +167,7 @@ def align_pairs(maps, pairs, align_fn=None, batch_size=64, upsample=1, normalize
 
 
 def run_alignment(embeddings, pairs, mode='fmap', symmetric=False, align_fn=None, batch_size=64,
-                  upsample=1, normalize=False, progress=True):
+                  upsample=1, normalize=False, progress=True, odd_degree_weight=1.0):
   """The experiment on one set of pairs.
 
   Args:
@@ -175,6 +176,8 @@ def run_alignment(embeddings, pairs, mode='fmap', symmetric=False, align_fn=None
     mode: 'fmap' (student embeddings) or 'target' (teacher embeddings).
     symmetric: fold errors with `fold_symmetric`.
     align_fn, batch_size, upsample, normalize, progress: see `align_pairs`.
+    odd_degree_weight: in 'fmap' mode, the student's maps are correlated with their odd degrees
+      scaled by this (`degrees.weight_odd_degrees`); the teacher's maps are used as they are.
 
   Returns:
     dict with `stats` (see `summarize_errors`, plus `pairs_per_s`), and per-pair arrays `pairs`,
@@ -186,8 +189,11 @@ def run_alignment(embeddings, pairs, mode='fmap', symmetric=False, align_fn=None
   if mode not in embeddings:
     raise ValueError(f'mode "{mode}": the embeddings have no "{mode}" array '
                      f'(keys: {sorted(embeddings)})')
+  maps = embeddings[mode]
+  if mode == 'fmap' and odd_degree_weight != 1.0:
+    maps = degrees.weight_odd_degrees(maps, odd_degree_weight).numpy()
   start = time.perf_counter()
-  estimated = align_pairs(embeddings[mode], pairs, align_fn=align_fn, batch_size=batch_size,
+  estimated = align_pairs(maps, pairs, align_fn=align_fn, batch_size=batch_size,
                           upsample=upsample, normalize=normalize, progress=progress,
                           description=f'align {mode}')
   seconds = time.perf_counter() - start

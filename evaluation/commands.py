@@ -64,8 +64,9 @@ def _pair_ids(data, pairs):
 
 def align_command(embeddings_path, pair_kinds=('same',), modes=('fmap',), upsample=1,
                   normalize=False, symmetric=False, max_pairs=None, seed=0, results_csv=None,
-                  name=None, batch_size=64, progress=True, align_fn=None):
-  """The relative-pose experiment; returns (rows, printed markdown table)."""
+                  name=None, batch_size=64, progress=True, align_fn=None, odd_degree_weight=1.0):
+  """The relative-pose experiment; returns (rows, printed markdown table). `odd_degree_weight`
+  scales the odd degrees of the student's (fmap) maps (see alignment.run_alignment)."""
   data = load_embeddings(embeddings_path)
   results_csv = results_csv or default_results_csv(embeddings_path)
   out_dir = os.path.dirname(os.path.abspath(results_csv))
@@ -76,7 +77,8 @@ def align_command(embeddings_path, pair_kinds=('same',), modes=('fmap',), upsamp
     for mode in modes:
       run = alignment.run_alignment(data, pairs, mode=mode, symmetric=symmetric,
                                     align_fn=align_fn, batch_size=batch_size, upsample=upsample,
-                                    normalize=normalize, progress=progress)
+                                    normalize=normalize, progress=progress,
+                                    odd_degree_weight=odd_degree_weight)
       row = dict(run['stats'], name=label, mode=mode, pairs=kind)
       results.append_row(results_csv, row, results.ALIGNMENT_HEADER)
       atomic_write_npz(pairs_record_path(out_dir, label, mode, kind),
@@ -138,12 +140,13 @@ def _view_size(embedder, image_size):
 
 
 def relpose_command(embedder, image1, image2, top_k=3, upsample=1, normalize=False,
-                    json_path=None, image_size=None, align_top_k_fn=None):
+                    json_path=None, image_size=None, align_top_k_fn=None, odd_degree_weight=1.0):
   """Relative pose between two image files; returns (result dict, printed text)."""
   size = _view_size(embedder, image_size)
   views = [images.load_view(p, size) for p in (image1, image2)]
   result = relpose.relative_pose(embedder, views[0], views[1], top_k=top_k, upsample=upsample,
-                                 normalize=normalize, align_top_k_fn=align_top_k_fn)
+                                 normalize=normalize, align_top_k_fn=align_top_k_fn,
+                                 odd_degree_weight=odd_degree_weight)
   result.update(image1=os.fspath(image1), image2=os.fspath(image2))
   if json_path:
     atomic_write_text(json_path, json.dumps(result, indent=2) + '\n')

@@ -4,6 +4,10 @@ The relative pose of two embeddings rests on their low spherical-harmonic degree
 ones for telling a pose from its 180-degree flips (`models/student_task.py`), while a map loss
 weighs each degree by its energy. This per-degree view shows what a student has learnt even while
 its relative pose is still at chance.
+
+`weight_odd_degrees` is the knob that follows from it: a student's maps correlated with their odd
+degrees scaled up, so that the flip-telling part has more say against the errors of the larger even
+part (`evaluate.py align|relpose --odd_degree_weight`).
 """
 import numpy as np
 import tensorflow as tf
@@ -42,3 +46,36 @@ def degree_correlation(pred, target, max_degree=6, batch_size=256):
     power_p += total(sht.degree_power(cp))
     power_t += total(sht.degree_power(ct))
   return cross / np.maximum(np.sqrt(power_p * power_t), 1e-30)
+
+
+def antipodal(maps):
+  """`f(-x)` on the Driscoll-Healy grid: `[..., 2B, 2B, C]` -> same shape.
+
+  The antipode of `(beta_j, alpha_k)` is `(pi - beta_j, alpha_k + pi)`, which is the grid point
+  `(2B - 1 - j, k + B mod 2B)`, so this is an exact permutation of the samples.
+  """
+  maps = tf.convert_to_tensor(maps)
+  return tf.roll(tf.reverse(maps, axis=[-3]), shift=maps.shape[-2] // 2, axis=-2)
+
+
+def weight_odd_degrees(maps, weight):
+  """Maps whose odd spherical-harmonic degrees are scaled by `weight`, the even ones kept.
+
+  `Y_l^m(-x) = (-1)^l Y_l^m(x)`, so the even-degree part of `f` is `(f(x) + f(-x)) / 2` and the odd
+  part `(f(x) - f(-x)) / 2`, and the result is `(1 + w) / 2 f + (1 - w) / 2 f(-x)`: a few
+  elementwise operations, no transform. On the grid it holds for the harmonic coefficients that
+  `correlation` computes from the samples (`sht.forward`), band-limited maps or not, because the
+  quadrature is symmetric under the antipodal permutation: the correlation of two weighted maps is
+  the unweighted one with its odd-degree cross-spectra scaled by `weight ** 2`.
+
+  Args:
+    maps: real `[..., 2B, 2B, C]`.
+    weight: scale of the odd degrees (1: the maps unchanged; 0: their even part).
+  Returns:
+    float32 (float64 for float64 input) tensor of the shape of `maps`.
+  """
+  maps = sht._check_map(maps, 'weight_odd_degrees')  # pylint: disable=protected-access
+  weight = float(weight)
+  if weight == 1.0:
+    return maps
+  return (0.5 * (1.0 + weight)) * maps + (0.5 * (1.0 - weight)) * antipodal(maps)

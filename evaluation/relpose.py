@@ -13,6 +13,7 @@ Both take callables (see models_io) so they run on any embedder/synthesiser with
 import numpy as np
 import tensorflow as tf
 
+from evaluation import degrees
 from evaluation.models_io import check_embedding
 from evaluation.rotation_formats import describe_rotation
 from evaluation.synthesis import rotate_and_decode
@@ -26,7 +27,7 @@ def embed_views(embedder, views, source='embedder'):
 
 
 def relative_pose(embedder, view1, view2, top_k=3, upsample=1, normalize=False,
-                  align_top_k_fn=None):
+                  align_top_k_fn=None, odd_degree_weight=1.0):
   """Relative rotation from view 1 to view 2.
 
   Args:
@@ -35,6 +36,8 @@ def relative_pose(embedder, view1, view2, top_k=3, upsample=1, normalize=False,
     top_k: number of distinct candidate rotations reported.
     upsample, normalize: options of the correlation (see correlation.align).
     align_top_k_fn: default correlation.align_top_k.
+    odd_degree_weight: the embeddings are correlated with their odd degrees scaled by this
+      (degrees.weight_odd_degrees; `evaluate.py relpose` uses 2).
 
   Returns:
     dict: `rotation` (describe_rotation of the best peak), `score`, `confidence`, and
@@ -45,6 +48,7 @@ def relative_pose(embedder, view1, view2, top_k=3, upsample=1, normalize=False,
     import correlation  # pylint: disable=g-import-not-at-top
     align_top_k_fn = correlation.align_top_k
   maps = embed_views(embedder, np.stack([view1, view2]), getattr(embedder, 'path', 'embedder'))
+  maps = np.asarray(degrees.weight_odd_degrees(maps, odd_degree_weight))
   peaks = align_top_k_fn(tf.constant(maps[:1]), tf.constant(maps[1:]), k=top_k,
                          upsample=upsample, normalize=normalize)
   rotations = np.asarray(peaks['rotations'], np.float64)[0]

@@ -13,7 +13,8 @@ import pytest
 import tensorflow as tf
 
 import evaluate
-from evaluation import alignment, commands, embeddings_export, plots, results, synthesis
+import correlation
+from evaluation import alignment, commands, degrees, embeddings_export, plots, results, synthesis
 from evaluation.embeddings_io import load_embeddings, save_embeddings
 from geometry import random_rotations, rotation_y, sphere_directions
 
@@ -129,6 +130,29 @@ def test_alignment_recovers_known_relative_poses(mode):
   # The estimate must be R_j R_i^T, not its transpose or R_i R_j^T: a sign/order slip is large.
   wrong = alignment.rotation_errors_deg(np.swapaxes(run['estimated'], 1, 2), run['true'])
   assert np.median(wrong) > 20
+
+
+def test_odd_degree_weight_applies_to_the_students_maps_only():
+  data = analytic_embeddings()
+  from evaluation.pairs import make_pairs
+  pairs = make_pairs(data['instance'], data['rot'], 'same')
+  run = lambda mode, w: alignment.run_alignment(data, pairs, mode=mode, batch_size=8,
+                                                progress=False, odd_degree_weight=w)
+  weighted = run('fmap', 2.0)
+  assert weighted['stats']['median_deg'] < 0.5   # the weighting keeps the maps equivariant
+  seen = []
+
+  def recording_align(f, g, **options):
+    seen.append(np.asarray(f))
+    return correlation.align(f, g, **options)
+
+  for mode in ('fmap', 'target'):
+    alignment.run_alignment(data, pairs[:2], mode=mode, align_fn=recording_align, progress=False,
+                            odd_degree_weight=0.0)
+  # Weight 0 leaves the even degrees: the student's maps became antipodally symmetric.
+  np.testing.assert_allclose(seen[0], degrees.antipodal(seen[0]).numpy(), atol=1e-6)
+  assert np.abs(data['fmap'][pairs[:2, 0]] - seen[0]).max() > 0.1
+  np.testing.assert_array_equal(seen[1], data['target'][pairs[:2, 0]])
 
 
 def test_graph_mode_alignment_matches_eager():
