@@ -219,6 +219,7 @@ def _eval_upstream(job, *stages):
 
 def _align_settings(job):
   return {'upsample': list(job.settings['upsample']), 'max_pairs': job.settings['eval_max_pairs'],
+          'odd_degree_weight': job.settings['odd_degree_weight'],
           'upstream': _eval_upstream(job, 'embeddings')}
 
 
@@ -243,6 +244,7 @@ def run_align(job):
       runner.run_program('relative_pose', [
           'evaluate.py', f'--embeddings={_embeddings_path(job)}', f'--pairs={_join(kinds)}',
           '--mode=target,fmap', f'--upsample={upsample}', f'--max_pairs={settings["max_pairs"]}',
+          f'--odd_degree_weight={settings["odd_degree_weight"]}',
           f'--results_csv={csv}', '--progress=false'], _log(job, 'relative_pose'),
           show=_show_eval)
 
