@@ -393,6 +393,14 @@ def _embedder_line(settings):
           ' (exact symmetries of the camera; models.embedder_export).')
 
 
+def _odd_degree_line(settings):
+  weight = float(settings['odd_degree_weight'])
+  if weight == 1.0:
+    return 'fmap pairs: the maps correlated as they are.'
+  return (f"fmap pairs: the student's maps correlated with their odd degrees x {weight:g} "
+          '(evaluate.py --odd_degree_weight; teacher maps as they are).')
+
+
 def _student_loss_line(settings):
   terms = ['map loss']
   if settings['degree_loss_weight']:
@@ -421,7 +429,8 @@ def results_markdown(job):
            'sym_median_deg: median of min(err, 180 - err), the flip-tolerant error of the '
            f'original study. Chance (random rotations): median {CHANCE_MEDIAN_DEG:.0f} deg, '
            f'flip-tolerant median {CHANCE_FLIP_TOLERANT_MEDIAN_DEG:.0f} deg.', '',
-           _embedder_line(job.settings), _student_loss_line(job.settings), '',
+           _embedder_line(job.settings), _odd_degree_line(job.settings),
+           _student_loss_line(job.settings), '',
            '## View synthesis (rotated embedding of view 1, decoded, against view 2)', '',
            results_lib.markdown_table(synthesis_rows,
                                       ('mode', 'pairs', 'n', 'l1', 'psnr_db', 'ssim')), '',

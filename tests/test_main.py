@@ -235,6 +235,7 @@ def test_whole_pipeline_tiny_then_skip_then_resume(tmp_path):
   assert '| teacher | 4 | accuracy |' in table and 'psnr_db' in table
   assert ('Student trained on: map loss, degree loss x 1 (degrees 1,2,3,4), pose loss x 1 '
           '(degrees < 8, temperature 0.02)') in table
+  assert "fmap pairs: the student's maps correlated with their odd degrees x 2 " in table
   # Same-instance pairs per category, the student's row from its per-pair errors.
   with np.load(eval_dir / 'test_embeddings.fmap.same.pairs.npz') as pairs:
     by_category = alignment.summarize_by_group(pairs['raw_error_deg'],
