@@ -89,7 +89,8 @@ PRESETS = {
         # the student ran 12.8 steps/s on one (whole run 40 minutes at 22000 steps) and 6.7 on
         # another (the student alone 55 minutes), where the teacher and synthesis ran alike.
         # 16000 steps fit in 60 minutes on both; a slower one (student 6.2 steps/s, synthesis 8m20s)
-        # took 61 min 11 s in all (README, commit 0b26920).
+        # took 61 min 11 s in all (commit 0b26920, 3000 synthesis steps); with 2000, 49 min 15 s on
+        # a machine where the student ran 7.0 steps/s (README, commit bf79b98).
         student_lr=STUDENT_LR, synthesis_lr=STUDENT_LR, student_lr_drops=(5 / 6, 11 / 12),
         base_channels=16, max_channels=128, n_latent=256, layers_per_block=2,
         checkpoint_every=200, summary_every=50,
