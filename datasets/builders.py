@@ -315,7 +315,7 @@ def import_beam_generation():
 class EquivariantShapes(tfds.core.GeneratorBasedBuilder):
   """Views and spherical maps of procedural or real 3D shapes (see the module docstring)."""
 
-  VERSION = tfds.core.Version('1.3.0')
+  VERSION = tfds.core.Version('1.4.0')
   RELEASE_NOTES = {
       '1.0.0': 'First release.',
       '1.1.0': 'Anti-aliased spheres: sphere_oversample (default 2) casts at 2B and band-limits '
@@ -324,6 +324,9 @@ class EquivariantShapes(tfds.core.GeneratorBasedBuilder):
                'tells the front of a mirror-symmetric shape from its back.',
       '1.3.0': 'Procedural shapes with larger symmetry breakers (datasets.procedural): no category '
                'has a rotation 30 degrees or more from the identity that nearly ties its pose.',
+      '1.4.0': 'Procedural airplanes, benches, lamps and tables told front from back more plainly: '
+               'a tapered, rising tail cone and swept wings; shorter benches with taller backs; '
+               'desk lamps (short arm, large shade); a raised rail at the back of a table top.',
   }
   MANUAL_DOWNLOAD_INSTRUCTIONS = _MANUAL_DOWNLOAD_INSTRUCTIONS
   # The first one is the default; custom settings: EquivariantShapes(config=make_config(...)).

@@ -185,6 +185,10 @@ def _table(rng):
                    (drawer_x, drawer_y, depth * 0.2 - 0.02)))
   parts.append(ellipsoid((drawer_x, drawer_y, depth / 2 - 0.02 + 0.03), (0.04, 0.03, 0.04),
                          subdivisions=1))
+  # A raised rail along the back of the top (a desk's upstand): the drawer is hidden under the top
+  # in views from above, where the top alone is symmetric under the half turn about y.
+  upstand = rng.uniform(0.12, 0.25)
+  parts.append(box((width, upstand, 0.05), (0, height + upstand / 2, -depth / 2 + 0.025)))
   return parts
 
 
@@ -225,7 +229,9 @@ def _lamp(rng):
   joint = np.array([0.0, base_height, base_z])
   parts[0].apply_translation([0, 0, base_z])
   segments = int(rng.integers(2, 4))
-  total = rng.uniform(1.2, 2.2)
+  # A desk lamp's short arm and large shade: with an arm of 1.2-2.2 (a base and a shade at the
+  # ends of a long stick) the half turn that swaps them stayed at 0.90 of the peak at B = 16.
+  total = rng.uniform(0.7, 1.3)
   angle = rng.uniform(-15, 10)  # degrees from vertical towards +z
   for _ in range(segments):
     length = total / segments
@@ -238,8 +244,8 @@ def _lamp(rng):
     angle += rng.uniform(20, 55)
   shade_direction = np.array([0.0, -np.cos(np.radians(rng.uniform(10, 60))), 1.0])
   shade_direction /= np.linalg.norm(shade_direction)
-  shade_length = rng.uniform(0.35, 0.55)
-  shade_radius = rng.uniform(0.25, 0.4)
+  shade_length = rng.uniform(0.45, 0.7)
+  shade_radius = rng.uniform(0.33, 0.5)
   mouth = joint + shade_length * shade_direction
   # A truncated cone (open-looking lamp shade) as a revolved profile along the shade direction.
   profile = [(0, 0), (shade_radius * 0.3, 0), (shade_radius, shade_length),
@@ -257,15 +263,22 @@ def _lamp(rng):
 
 def _airplane(rng):
   length, radius = rng.uniform(2.4, 3.4), rng.uniform(0.12, 0.2)
-  nose, tail = np.array([0, 0, length / 2]), np.array([0, rng.uniform(0.0, 0.1), -length / 2])
-  parts = [capsule(tail, nose, radius)]
+  nose, tail = np.array([0, 0, length / 2]), np.array([0, radius * 0.6, -length / 2])
+  # A fuselage that is not the same at both ends: a short round nose, a long tail cone that narrows
+  # and rises (a capsule left nose and tail alike at B = 16).
+  profile = [(0, 0), (radius * 0.35, 0), (radius, 0.45 * length), (radius, 0.85 * length),
+             (radius * 0.6, 0.96 * length), (0, length)]
+  body = revolution(profile, base=(0, 0, -length / 2), axis=(0, 0, 1), sections=12)
+  behind = np.clip((0.45 * length - (body.vertices[:, 2] + length / 2)) / (0.45 * length), 0, 1)
+  body.vertices[:, 1] += radius * 0.6 * behind
+  parts = [body]
   span = rng.uniform(1.0, 1.6) * length / 2  # half span
   chord = rng.uniform(0.25, 0.45)
-  sweep = rng.uniform(0, 40)  # degrees
+  sweep = rng.uniform(15, 40)  # degrees
   dihedral = rng.uniform(-3, 8)
   wing_y = rng.choice([-0.6, 0.0, 0.6]) * radius  # low, mid or high wing
-  wing_z = rng.uniform(-0.1, 0.15) * length
-  engines = int(rng.choice([0, 1, 2]))  # per wing
+  wing_z = rng.uniform(0.0, 0.2) * length
+  engines = int(rng.choice([1, 2]))  # per wing, under it: top and bottom differ
   for side in (-1, 1):
     rotation = (_rotation([0, 1, 0], side * sweep) @ _rotation([0, 0, 1], side * dihedral))
     center = np.array([0, wing_y, wing_z]) + rotation[:3, :3] @ [side * span / 2, 0, 0]
@@ -282,7 +295,7 @@ def _airplane(rng):
     parts.append(box((stab_span, 0.03, chord * 0.6), center, rotation=rotation))
   # Fin and canopy: the parts that tell top from bottom and nose from tail at B = 16 (a thinner,
   # lower fin left the half turns about y and z at 0.87 of the peak of a plane's sphere).
-  fin_height = rng.uniform(0.5, 0.8)
+  fin_height = rng.uniform(0.6, 0.9)
   fin = box((0.08, fin_height, chord * 1.1), tail + [0, radius + fin_height / 2 - 0.05, 0.2],
             rotation=_rotation([1, 0, 0], -rng.uniform(15, 40)))
   parts.append(fin)
@@ -363,7 +376,9 @@ def _bottle(rng):
 
 
 def _bench(rng):
-  length, depth = rng.uniform(2.0, 3.0), rng.uniform(0.45, 0.7)
+  # Shorter than a park bench's 2-3 units, so that its depth and backrest, which tell its front
+  # from its back, are not lost at B = 16 and 32 px once the length is scaled to the unit sphere.
+  length, depth = rng.uniform(1.5, 2.2), rng.uniform(0.5, 0.75)
   seat_height, thick = rng.uniform(0.5, 0.7), rng.uniform(0.05, 0.1)
   parts = []
   slats = int(rng.integers(1, 5))
@@ -380,12 +395,12 @@ def _bench(rng):
     else:  # a side panel
       parts.append(box((0.07, seat_height, depth * 0.9), (x, seat_height / 2, 0)))
   # The backrest is always there: without it a bench is symmetric under a half turn about y.
-  back_height = rng.uniform(0.35, 0.6)
+  back_height = rng.uniform(0.45, 0.7)
   lean = _rotation([1, 0, 0], -rng.uniform(5, 20))
   rails = int(rng.integers(1, 4))
   for k in range(rails):
     y = seat_height + back_height * (k + 1) / (rails + 0.5)
-    parts.append(box((length, back_height / (rails * 2.0), 0.05), (0, y, -depth / 2),
+    parts.append(box((length, back_height / (rails * 1.5), 0.05), (0, y, -depth / 2),
                      rotation=lean))
   for x in np.linspace(-length / 2 + 0.2, length / 2 - 0.2, supports):
     parts.append(box((0.06, back_height, 0.05), (x, seat_height + back_height / 2, -depth / 2),
