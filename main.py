@@ -52,7 +52,8 @@ flags.DEFINE_integer('views_per_instance', None, 'Random views per shape instanc
 flags.DEFINE_integer('instances_per_category', None, 'Procedural shapes per category (preset).')
 flags.DEFINE_integer('test_per_category', None, 'Exactly this many test instances per category '
                      '(e.g. 1: train on two instances per class, test on the third) instead of '
-                     'a test fraction; folders with train/test sub-folders keep their split.')
+                     'a test fraction (preset: 4 of the default\'s 68 procedural shapes); folders '
+                     'with train/test sub-folders keep their split.')
 flags.DEFINE_integer('bandwidth', None, 'Bandwidth B of the spherical maps (2B x 2B; preset).')
 flags.DEFINE_integer('image_size', None, 'Views are image_size x image_size pixels (preset).')
 flags.DEFINE_integer('teacher_steps', None, 'Training steps of the teacher (preset).')
@@ -252,6 +253,9 @@ def job_from_flags():
     dataset['test_per_category'] = FLAGS.test_per_category
   if source == 'procedural':
     dataset['instances_per_category'] = settings['instances_per_category']
+    # The preset's test instances are those of its procedural shapes; a mesh folder has its own.
+    if FLAGS.test_per_category is None and settings['test_per_category'] is not None:
+      dataset['test_per_category'] = settings['test_per_category']
   try:
     builders.make_config(**dataset)
   except ValueError as e:

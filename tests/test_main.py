@@ -71,6 +71,29 @@ def test_bad_settings_are_usage_errors(tmp_path):
       main.job_from_flags()
   with pytest.raises(ValueError, match='bogus'):
     main.run_stages(_job(tmp_path), ['dataset', 'bogus'])
+  with flagsaver.flagsaver():  # the default's 4 test shapes need more than 4 shapes
+    main.FLAGS(['main.py', '--instances_per_category=4'])
+    with pytest.raises(app.UsageError, match='test_per_category=4'):
+      main.job_from_flags()
+
+
+def test_test_instances_come_from_the_preset_or_the_flag(tmp_path):
+  with flagsaver.flagsaver():
+    main.FLAGS(['main.py'])
+    job = main.job_from_flags()
+  assert job.dataset['instances_per_category'] == 68 and job.dataset['test_per_category'] == 4
+  with flagsaver.flagsaver():
+    main.FLAGS(['main.py', '--instances_per_category=3', '--test_per_category=1'])
+    job = main.job_from_flags()
+  assert job.dataset['instances_per_category'] == 3 and job.dataset['test_per_category'] == 1
+  with flagsaver.flagsaver():  # tiny: a fifth of its shapes (the builder's test_fraction)
+    main.FLAGS(['main.py', '--preset=tiny'])
+    job = main.job_from_flags()
+  assert 'test_per_category' not in job.dataset
+  with flagsaver.flagsaver():  # a mesh folder keeps its own split
+    main.FLAGS(['main.py', f'--mesh_dir={tmp_path}'])
+    job = main.job_from_flags()
+  assert 'test_per_category' not in job.dataset
   with flagsaver.flagsaver():
     main.FLAGS(['main.py', '--preset=tiny', '--teacher_steps=7', '--image_size=24'])
     job = main.job_from_flags()
@@ -103,7 +126,7 @@ def test_command_line_end_to_end(tmp_path):
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
   result = subprocess.run(
       [sys.executable, 'main.py', f'--output_dir={output_dir}', '--instances_per_category=2',
-       '--views_per_instance=1', '--bandwidth=8', '--image_size=16', '--sheet_instances=1',
+       '--test_per_category=1', '--views_per_instance=1', '--bandwidth=8', '--image_size=16', '--sheet_instances=1',
        '--stages=dataset,contact_sheets'],
       cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
   assert result.returncode == 0, result.stderr[-3000:]
