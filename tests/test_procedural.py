@@ -75,6 +75,11 @@ def test_bad_category_or_seed_is_a_clear_error():
     procedural.generate_shape('chair', -1)
 
 
+# Builder 1.4.0 made these categories' fronts plainer: now 0.57-0.81 on seeds 0-5, where builder
+# 1.3.0's lamps were at 0.91 (and its airplanes and lamps at 0.86 and 0.90 on seeds 8-15).
+_FAR_POSE_BOUNDS = {'airplane': 0.85, 'bench': 0.85, 'lamp': 0.85, 'table': 0.85}
+
+
 @pytest.mark.parametrize('category', procedural.CATEGORIES)
 def test_no_rotation_30_degrees_away_nearly_ties_a_shapes_pose(category):
   # What "pose recoverable from the shape" means for the spheres the models see (B = 16, channels
@@ -86,4 +91,4 @@ def test_no_rotation_30_degrees_away_nearly_ties_a_shapes_pose(category):
           np.eye(3)[None], bandwidth=16, oversample=2)[0] for seed in range(6)])
   ratios, angles = identifiability.far_pose_ratios(spheres, normalize=True)
   assert np.all(angles >= 30.0)
-  assert np.median(ratios) <= 0.93, (category, ratios)
+  assert np.median(ratios) <= _FAR_POSE_BOUNDS.get(category, 0.93), (category, ratios)
