@@ -76,24 +76,6 @@ def test_bad_settings_are_usage_errors(tmp_path):
     with pytest.raises(app.UsageError, match='test_per_category=4'):
       main.job_from_flags()
 
-
-def test_test_instances_come_from_the_preset_or_the_flag(tmp_path):
-  with flagsaver.flagsaver():
-    main.FLAGS(['main.py'])
-    job = main.job_from_flags()
-  assert job.dataset['instances_per_category'] == 68 and job.dataset['test_per_category'] == 4
-  with flagsaver.flagsaver():
-    main.FLAGS(['main.py', '--instances_per_category=3', '--test_per_category=1'])
-    job = main.job_from_flags()
-  assert job.dataset['instances_per_category'] == 3 and job.dataset['test_per_category'] == 1
-  with flagsaver.flagsaver():  # tiny: a fifth of its shapes (the builder's test_fraction)
-    main.FLAGS(['main.py', '--preset=tiny'])
-    job = main.job_from_flags()
-  assert 'test_per_category' not in job.dataset
-  with flagsaver.flagsaver():  # a mesh folder keeps its own split
-    main.FLAGS(['main.py', f'--mesh_dir={tmp_path}'])
-    job = main.job_from_flags()
-  assert 'test_per_category' not in job.dataset
   with flagsaver.flagsaver():
     main.FLAGS(['main.py', '--preset=tiny', '--teacher_steps=7', '--image_size=24'])
     job = main.job_from_flags()
@@ -121,13 +103,32 @@ def test_test_instances_come_from_the_preset_or_the_flag(tmp_path):
   assert not any('embedder_' in a for a in stages.train_args(job, 'synthesis'))
 
 
+def test_test_instances_come_from_the_preset_or_the_flag(tmp_path):
+  with flagsaver.flagsaver():
+    main.FLAGS(['main.py'])
+    job = main.job_from_flags()
+  assert job.dataset['instances_per_category'] == 68 and job.dataset['test_per_category'] == 4
+  with flagsaver.flagsaver():
+    main.FLAGS(['main.py', '--instances_per_category=3', '--test_per_category=1'])
+    job = main.job_from_flags()
+  assert job.dataset['instances_per_category'] == 3 and job.dataset['test_per_category'] == 1
+  with flagsaver.flagsaver():  # tiny: a fifth of its shapes (the builder's test_fraction)
+    main.FLAGS(['main.py', '--preset=tiny'])
+    job = main.job_from_flags()
+  assert 'test_per_category' not in job.dataset
+  with flagsaver.flagsaver():  # a mesh folder keeps its own split
+    main.FLAGS(['main.py', f'--mesh_dir={tmp_path}'])
+    job = main.job_from_flags()
+  assert 'test_per_category' not in job.dataset
+
+
 def test_command_line_end_to_end(tmp_path):
   output_dir = tmp_path / 'out'
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
   result = subprocess.run(
       [sys.executable, 'main.py', f'--output_dir={output_dir}', '--instances_per_category=2',
-       '--test_per_category=1', '--views_per_instance=1', '--bandwidth=8', '--image_size=16', '--sheet_instances=1',
-       '--stages=dataset,contact_sheets'],
+       '--test_per_category=1', '--views_per_instance=1', '--bandwidth=8', '--image_size=16',
+       '--sheet_instances=1', '--stages=dataset,contact_sheets'],
       cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'Failed meshes: 0' in result.stdout
