@@ -237,7 +237,7 @@ def align(f, g, upsample=1, refine=True, normalize=False, candidates=CANDIDATE_P
     rotation = rotations.euler_zyz_to_matrix(_grid_angles(best, grid_bandwidth, f.dtype))
     if refine:
       rotation, _ = refine_peaks(spectrum, rotation)
-  return tf.reshape(rotation, tf.concat([batch_shape, [3, 3]], 0))
+  return so3.restore_batch_shape(rotation, batch_shape, [3, 3])
 
 
 def align_top_k(f, g, k=3, upsample=1, refine=True, normalize=False, min_separation_deg=None):
@@ -269,7 +269,7 @@ def align_top_k(f, g, k=3, upsample=1, refine=True, normalize=False, min_separat
   confidence = tf.where(tf.math.is_finite(score[:, 1]), score[:, 0] / score[:, 1],
                         tf.constant(np.inf, score.dtype))
   return {
-      'rotations': tf.reshape(rotation[:, :k], tf.concat([batch_shape, [k, 3, 3]], 0)),
-      'scores': tf.reshape(score[:, :k], tf.concat([batch_shape, [k]], 0)),
-      'confidence': tf.reshape(confidence, batch_shape),
+      'rotations': so3.restore_batch_shape(rotation[:, :k], batch_shape, [k, 3, 3]),
+      'scores': so3.restore_batch_shape(score[:, :k], batch_shape, [k]),
+      'confidence': so3.restore_batch_shape(confidence, batch_shape, []),
   }

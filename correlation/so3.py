@@ -334,15 +334,41 @@ def map_pairs(step_fn, f, g, output_dtypes, step, **options):
     step_fn, output_dtypes, step, options: as for `map_steps`; step_fn takes maps `[n, 2B, 2B, C]` twice.
     f, g: maps (checked, g cast to f's dtype).
   Returns:
-    (tuple of step_fn's outputs, concatenated over all pairs `[N, ...]`; the leading shape to restore).
+    (tuple of step_fn's outputs, concatenated over all pairs `[N, ...]`; the leading shape to restore
+    with `restore_batch_shape`: a tuple where both shapes are static, else an int32 tensor).
   """
   f, g = _check_pair(f, g)
-  batch_shape = tf.broadcast_dynamic_shape(tf.shape(f)[:-3], tf.shape(g)[:-3])
-  f = tf.reshape(tf.broadcast_to(f, tf.concat([batch_shape, tf.shape(f)[-3:]], 0)),
-                 [-1] + f.shape[-3:].as_list())
-  g = tf.reshape(tf.broadcast_to(g, tf.concat([batch_shape, tf.shape(g)[-3:]], 0)),
-                 [-1] + g.shape[-3:].as_list())
+  if f.shape.is_fully_defined() and g.shape.is_fully_defined():
+    # Static shapes (every eager call): broadcast and flatten with as few ops as possible, none where
+    # they are no-ops; each eager op costs tens of microseconds, a fifth of a pair's correlation.
+    try:
+      batch_shape = tuple(np.broadcast_shapes(tuple(f.shape[:-3]), tuple(g.shape[:-3])))
+    except ValueError as error:
+      raise ValueError(f'the leading dimensions of f {f.shape} and g {g.shape} do not '
+                       'broadcast') from error
+    f, g = _flatten_pairs(f, batch_shape), _flatten_pairs(g, batch_shape)
+  else:
+    batch_shape = tf.broadcast_dynamic_shape(tf.shape(f)[:-3], tf.shape(g)[:-3])
+    f = tf.reshape(tf.broadcast_to(f, tf.concat([batch_shape, tf.shape(f)[-3:]], 0)),
+                   [-1] + f.shape[-3:].as_list())
+    g = tf.reshape(tf.broadcast_to(g, tf.concat([batch_shape, tf.shape(g)[-3:]], 0)),
+                   [-1] + g.shape[-3:].as_list())
   return map_steps(step_fn, (f, g), output_dtypes, step, **options), batch_shape
+
+
+def _flatten_pairs(maps, batch_shape):
+  """Maps `[..., 2B, 2B, C]` of static shape -> `[N, 2B, 2B, C]` broadcast to the tuple `batch_shape`."""
+  if tuple(maps.shape[:-3]) != batch_shape:
+    maps = tf.broadcast_to(maps, batch_shape + tuple(maps.shape[-3:]))
+  return maps if maps.shape.rank == 4 else tf.reshape(maps, [-1] + maps.shape[-3:].as_list())
+
+
+def restore_batch_shape(values, batch_shape, item_shape):
+  """`values [N, *item_shape]` -> `[*batch_shape, *item_shape]`, `batch_shape` as from `map_pairs`."""
+  if isinstance(batch_shape, tuple):
+    shape = list(batch_shape) + list(item_shape)
+    return values if values.shape.as_list() == shape else tf.reshape(values, shape)
+  return tf.reshape(values, tf.concat([batch_shape, tf.constant(list(item_shape), tf.int32)], 0))
 
 
 def _check_upsample(upsample):
@@ -366,7 +392,7 @@ def correlate(f, g, upsample=1, normalize=False):
   grid_bandwidth = upsample * f.shape[-3] // 2
   (volume,), batch_shape = map_pairs(_volume_step, f, g, (f.dtype,), pairs_per_step(grid_bandwidth),
                                      grid_bandwidth=grid_bandwidth, normalize=normalize)
-  return tf.reshape(volume, tf.concat([batch_shape, [2 * grid_bandwidth] * 3], 0))
+  return restore_batch_shape(volume, batch_shape, [2 * grid_bandwidth] * 3)
 
 
 def fourier_coefficients(spectrum):

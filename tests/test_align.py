@@ -120,3 +120,9 @@ def test_top_k_confidence_of_a_unique_match_and_batching_in_graph():
   # align over leading dimensions [2, 3].
   stacked = correlation.align(np.stack([np.broadcast_to(f, g.shape)] * 2), np.stack([g, g]))
   assert stacked.shape == (2, 3, 3, 3)
+  # An unknown batch size in a graph takes the other route to the batch shape: same peaks.
+  dynamic = tf.function(lambda a, b: correlation.align_top_k(a, b, k=2),
+                        input_signature=[tf.TensorSpec([None, 2 * B, 2 * B, f.shape[-1]])] * 2)
+  unknown = dynamic(np.broadcast_to(f, g.shape), g)
+  assert unknown['confidence'].shape == (3,)
+  np.testing.assert_allclose(unknown['scores'], top['scores'], rtol=1e-5)

@@ -168,6 +168,18 @@ def test_rejects_mismatched_maps_and_bad_upsample():
     correlation.correlate(np.zeros((16, 16, 2)), np.zeros((16, 16, 3)))
   with pytest.raises(ValueError, match='upsample'):
     correlation.correlate(np.zeros((16, 16, 2)), np.zeros((16, 16, 2)), upsample=0)
+  with pytest.raises(ValueError, match='broadcast'):
+    correlation.correlate(np.zeros((2, 16, 16, 2)), np.zeros((3, 16, 16, 2)))
+
+
+def test_leading_dimensions_broadcast_like_numpy():
+  b = 8
+  f = np.stack([band_limited_map(b, seed=s) for s in range(2)])[:, None]    # [2, 1, 2B, 2B, C]
+  g = np.stack([band_limited_map(b, seed=10 + s) for s in range(3)])       # [3, 2B, 2B, C]
+  volumes = correlation.correlate(f, g).numpy()
+  assert volumes.shape == (2, 3, 16, 16, 16)
+  np.testing.assert_allclose(volumes[1, 2], correlation.correlate(f[1, 0], g[2]).numpy(), atol=1e-12)
+  assert correlation.correlate(f[0, 0], g[0]).shape == (16, 16, 16)
 
 
 def test_batches_in_steps_of_a_few_pairs_match_single_pairs():
