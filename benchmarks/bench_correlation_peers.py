@@ -40,27 +40,11 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:  # run as a script: make `geometry`, `correlation` importable
   sys.path.insert(0, str(REPO_ROOT))
 
-
-def _threads_from_argv(argv):
-  """`--threads=N` (default 1), read before numpy starts: BLAS fixes its thread count at import."""
-  for i, arg in enumerate(argv):
-    value = arg.split('=', 1)[1] if arg.startswith('--threads=') else (
-        argv[i + 1] if arg == '--threads' and i + 1 < len(argv) else None)
-    if value is not None:
-      return value
-  return '1'
-
-
-def thread_environment(threads):
-  """Environment that holds numpy's BLAS, OpenMP (pysofft) and XLA (JAX) to `threads` threads."""
-  return {'OPENBLAS_NUM_THREADS': threads, 'OMP_NUM_THREADS': threads, 'MKL_NUM_THREADS': threads,
-          'XLA_FLAGS': (os.environ.get('XLA_FLAGS', '') + ' --xla_cpu_multi_thread_eigen='
-                        f'{"true" if threads != "1" else "false"} '
-                        f'intra_op_parallelism_threads={threads}').strip()}
-
+from benchmarks.threads import thread_environment  # pylint: disable=g-import-not-at-top
+from benchmarks.threads import threads_from_argv  # pylint: disable=g-import-not-at-top
 
 # Before numpy, TF and the workers start: each reads its thread count once.
-os.environ.update(thread_environment(_threads_from_argv(sys.argv[1:])))
+os.environ.update(thread_environment(threads_from_argv(sys.argv[1:])))
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 import numpy as np  # pylint: disable=g-import-not-at-top

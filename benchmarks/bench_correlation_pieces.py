@@ -26,25 +26,14 @@ import os
 import sys
 import time
 
-
-def _threads_from_argv(argv):
-  """`--threads=N` (default 1), read before numpy and TF start: both fix their thread counts then."""
-  for i, arg in enumerate(argv):
-    if arg.startswith('--threads='):
-      return arg.split('=', 1)[1]
-    if arg == '--threads' and i + 1 < len(argv):
-      return argv[i + 1]
-  return '1'
-
-
-_THREADS = _threads_from_argv(sys.argv[1:])
-os.environ.update({
-    'OPENBLAS_NUM_THREADS': _THREADS, 'OMP_NUM_THREADS': _THREADS, 'MKL_NUM_THREADS': _THREADS,
-    'XLA_FLAGS': (os.environ.get('XLA_FLAGS', '') + ' --xla_cpu_multi_thread_eigen='
-                  f'{"false" if _THREADS == "1" else "true"} intra_op_parallelism_threads={_THREADS}')
-                 .strip()})
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks.threads import thread_environment  # pylint: disable=g-import-not-at-top
+from benchmarks.threads import threads_from_argv  # pylint: disable=g-import-not-at-top
+
+# Before numpy and TF start: each reads its thread count once.
+os.environ.update(thread_environment(threads_from_argv(sys.argv[1:])))
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 import numpy as np  # pylint: disable=g-import-not-at-top
 import scipy.fft
