@@ -56,10 +56,10 @@ def best_ms(fn, repeats):
 
 
 def compiled_ms(fn, args, repeats):
-  """Best time of `fn(*args)` as one XLA-compiled call, its result fetched to numpy."""
+  """Best time of `fn(*args)` as one XLA-compiled call (eager calls return once it has run on the CPU;
+  no `.numpy()`, which copies the result: 0.13 ms per MB here)."""
   compiled = tf.function(fn, jit_compile=True)
-  fetch = lambda: [t.numpy() for t in tf.nest.flatten(compiled(*args))]
-  return best_ms(fetch, repeats)
+  return best_ms(lambda: compiled(*args), repeats)
 
 
 def floor_pieces(bandwidth, channels, pairs, threads, repeats, rng):
