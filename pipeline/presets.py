@@ -97,7 +97,8 @@ PRESETS = {
         # 16000 steps fit in 60 minutes on both; a slower one (student 6.2 steps/s, synthesis 8m20s)
         # took 61 min 11 s in all (commit 0b26920, 3000 synthesis steps); with 2000, 49 min 15 s on
         # a machine where the student ran 7.0 steps/s (commit bf79b98), and with 64 training
-        # shapes 55 min 17 s on one where it ran 6.0 (README, commit 4d3339d).
+        # shapes 55 min 17 s on one where it ran 6.0 (README, commit 4d3339d) and 61 min 19 s on one
+        # where it ran 5.5 (commit 5454504): no slack left on the slower machines.
         student_lr=STUDENT_LR, synthesis_lr=STUDENT_LR, student_lr_drops=(5 / 6, 11 / 12),
         base_channels=16, max_channels=128, n_latent=256, layers_per_block=2,
         checkpoint_every=200, summary_every=50,
