@@ -218,9 +218,13 @@ def _products(spectrum, plan, grid_bandwidth):
   return tf.concat(outputs, axis=0)
 
 
-def _transposed(rows):
-  """`rows [R, K]` -> `[K, R]` as a plain 2-D transpose of materialised data (`_fusion_barrier`)."""
-  token = tf.reduce_all(tf.math.is_finite(rows[:1, :1]))
+def _transposed(rows, spectrum):
+  """`rows [R, K]` -> `[K, R]` as a plain 2-D transpose of materialised data (`_fusion_barrier`).
+
+  The barriers' token comes from one element of the input `spectrum`: taken from `rows`, it made XLA
+  compute `rows` twice.
+  """
+  token = tf.reduce_all(tf.math.is_finite(tf.math.real(spectrum[:1, :1, :1, :1])))
   return _fusion_barrier(tf.transpose(_fusion_barrier(rows, token)), token)
 
 
@@ -233,7 +237,7 @@ def _contract(spectrum, plan, grid_bandwidth):
   """
   gb = grid_bandwidth
   blocks = tf.gather(_products(spectrum, plan, gb), np.reshape(plan.fft_blocks, [-1]))
-  s = tf.reshape(_transposed(blocks), [2, -1, gb, 2, 2 * gb, gb + 1])      # [re / im, N, j, half, m, n]
+  s = tf.reshape(_transposed(blocks, spectrum), [2, -1, gb, 2, 2 * gb, gb + 1])  # [re/im, N, j, half, m, n]
   return tf.complex(s[0], s[1])
 
 
@@ -251,7 +255,8 @@ def _packed_spectrum(spectrum, plan, grid_bandwidth):
   south = tf.reshape(tf.gather(rows, plan.packed_blocks[1]), [(2 * gb)**2, 2, -1])
   sign = tf.constant(plan.packed_sign, rows.dtype)             # conjugates where n < 0
   z = tf.stack([north[:, 0] - sign * south[:, 1], sign * north[:, 1] + south[:, 0]], axis=1)
-  z = tf.reshape(_transposed(tf.reshape(z, [(2 * gb)**2, -1])), [2, -1, gb, 2 * gb, 2 * gb])
+  z = _transposed(tf.reshape(z, [(2 * gb)**2, -1]), spectrum)            # [re/im N j, m n]
+  z = tf.reshape(z, [2, -1, gb, 2 * gb, 2 * gb])
   return tf.complex(z[0], z[1])
 
 
