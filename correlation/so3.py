@@ -7,8 +7,9 @@
   S_{mn}(beta) = sum_l d^l_{mn}(beta) X^l_{mn},   X^l_{mn} = sum_c f_l^n conj(g_l^m)   (cross-spectrum).
 
 For real maps `S_{-m,-n} = conj(S_{mn})`, so only `n >= 0` is computed, and the volume, real, takes one
-complex 2-D FFT for two beta rows (`_packed_spectrum`). The Wigner-d contraction over `l` is a few batched matrix products over tables that the
-symmetries of `d` cut to an eighth of all `(beta_j, m, n)` (see `_ContractionPlan`).
+complex 2-D FFT for two beta rows (`_packed_spectrum`). The Wigner-d contraction over `l` is a few
+batched matrix products over tables that the symmetries of `d` cut to an eighth of all
+`(beta_j, m, n)` (see `_ContractionPlan`).
 
 The volume is on the SOFT grid of `geometry.so3_grid(B')`, `B' = upsample * B`, indexed
 `[..., alpha, beta, gamma]`. Upsampling evaluates the same band-limited function on a finer grid (zero
@@ -229,16 +230,17 @@ def _transposed(rows, spectrum):
 
 
 def _contract(spectrum, plan, grid_bandwidth):
-  """`S_{mn}(beta)` for `n >= 0` on all beta rows of the grid.
+  """`S_{mn}(beta_j) = sum_l d^l_{mn}(beta_j) X^l_{mn}` for `n >= 0` on every beta row of the grid.
 
-  `[N, B, 2B-1, B]` -> `[N, B' (j), 2 (row beta_j, row pi - beta_j), 2B' (m; negative orders wrap
-  around), B'+1 (n)]`, zero where `|m| >= B` or `n >= B`: the northern rows in order, then the southern
-  ones from the equator down.
+  `[N, B, 2B-1, B]` -> `[N, 2B' (j), 2B' (m; negative orders wrap around), B'+1 (n)]`, zero where
+  `|m| >= B` or `n >= B`.
   """
   gb = grid_bandwidth
   blocks = tf.gather(_products(spectrum, plan, gb), np.reshape(plan.fft_blocks, [-1]))
-  s = tf.reshape(_transposed(blocks, spectrum), [2, -1, gb, 2, 2 * gb, gb + 1])  # [re/im, N, j, half, m, n]
-  return tf.complex(s[0], s[1])
+  s = tf.reshape(_transposed(blocks, spectrum), [2, -1, gb, 2, 2 * gb, gb + 1])
+  s = tf.complex(s[0], s[1])                                               # [N, j, half, m, n]
+  # The southern rows come as pi - beta_j for j < B': reversed, they continue the northern ones.
+  return tf.concat([s[:, :, 0], tf.reverse(s[:, :, 1], axis=[1])], axis=1)
 
 
 def _packed_spectrum(spectrum, plan, grid_bandwidth):
@@ -247,7 +249,8 @@ def _packed_spectrum(spectrum, plan, grid_bandwidth):
   `[N, B, 2B-1, B]` -> `[N, B' (j), 2B' (m), 2B' (n)]` (both in FFT order) with `S_north = S(beta_j)`
   and `S_south = S(pi - beta_j)`. The volume is real, so `fft2(S)` is real on each beta row and
   `fft2(Z) = c(beta_j) + i c(pi - beta_j)`: one complex 2-D FFT of the same size as the two inverse
-  real FFTs it replaces, and XLA runs it 2-3x faster (B = 64: 2.6 ms against 7-9 within a step).
+  real FFTs it replaces, which XLA runs about twice as fast (B = 64, within a step: 2.6-4 ms against
+  7-10).
   """
   gb = grid_bandwidth
   rows = _products(spectrum, plan, gb)
@@ -313,6 +316,8 @@ def spectra(f, g, normalize=False):
 # steps of 4 were best (0.29 ms/pair against 0.31 for single pairs and 0.32 for steps of 8); at B = 64
 # (27.8 MB of tables, more than the cache) single pairs still won: 9.4-10.2 ms/pair against 12.0 in
 # steps of 2 and 15.7 in steps of 4 (C = 32, batches of 16), so re-reading the tables is not the cost.
+# Again after the packed FFT (2026-11-29, two threads, a slower machine): B = 32, batch 64: 1.73 ms per
+# pair in steps of 1, 1.97 in steps of 2, 1.91 in steps of 4; B = 64, batch 16: 13.0, 14.3 and 18.0.
 VOLUME_ELEMENTS_PER_STEP = 2**18
 
 # Steps in flight at once when `map_steps` runs outside an XLA cluster. Each step is one compiled call
@@ -473,7 +478,6 @@ def fourier_coefficients(spectrum):
   batch_shape = tf.shape(spectrum)[:-3]
   flat = tf.reshape(spectrum, [-1, b_max, 2 * b_max - 1, b_max])
   s = _contract(flat, contraction_plan(b_max, b_max, spectrum.dtype.real_dtype.name), b_max)
-  s = tf.concat([s[:, :, 0], tf.reverse(s[:, :, 1], axis=[1])], axis=1)  # [N, j, m, n]
   orders = np.arange(-(b_max - 1), b_max)
   s = tf.gather(s[..., :b_max], orders % (2 * b_max), axis=2)             # [N, j, m, n]
   mirror_sign = (-1.0)**(orders[:, None] - np.arange(b_max))
