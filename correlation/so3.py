@@ -316,8 +316,8 @@ def spectra(f, g, normalize=False):
 # steps of 4 were best (0.29 ms/pair against 0.31 for single pairs and 0.32 for steps of 8); at B = 64
 # (27.8 MB of tables, more than the cache) single pairs still won: 9.4-10.2 ms/pair against 12.0 in
 # steps of 2 and 15.7 in steps of 4 (C = 32, batches of 16), so re-reading the tables is not the cost.
-# Again after the packed FFT (2026-11-29, two threads, a slower machine): B = 32, batch 64: 1.73 ms per
-# pair in steps of 1, 1.97 in steps of 2, 1.91 in steps of 4; B = 64, batch 16: 13.0, 14.3 and 18.0.
+# Again after the packed FFT (2026-11-29, two threads, slower machine, best of 5): B = 32, batch 64: 1.73
+# ms per pair in steps of 1, 1.97 in steps of 2, 1.91 in steps of 4; B = 64, batch 16: 13.0, 14.3, 18.0.
 VOLUME_ELEMENTS_PER_STEP = 2**18
 
 # Steps in flight at once when `map_steps` runs outside an XLA cluster. Each step is one compiled call
