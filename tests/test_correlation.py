@@ -193,3 +193,16 @@ def test_batches_in_steps_of_a_few_pairs_match_single_pairs():
                         input_signature=[tf.TensorSpec([None, 16, 16, 2], tf.float64)] * 2)
   np.testing.assert_allclose(dynamic(f, g).numpy(), singles, atol=1e-12)
   np.testing.assert_allclose(dynamic(f[:1], g[:1]).numpy(), singles[:1], atol=1e-12)
+
+
+def test_a_non_finite_map_leaves_the_other_pairs_of_its_step_alone():
+  # The fusion barriers of `so3` branch on whether the step's first spectrum value is finite; both
+  # branches must pass the data through unchanged.
+  b = 8
+  f = np.stack([band_limited_map(b, seed=s) for s in range(3)])
+  g = np.stack([band_limited_map(b, seed=10 + s) for s in range(3)])
+  f[0, 3, 5, 1] = np.nan
+  volumes = correlation.correlate(f, g).numpy()                 # one step of 3 pairs at B = 8
+  assert np.isnan(volumes[0]).all()
+  for i in (1, 2):
+    np.testing.assert_allclose(volumes[i], correlation.correlate(f[i], g[i]).numpy(), atol=1e-12)
