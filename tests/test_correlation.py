@@ -180,6 +180,12 @@ def test_leading_dimensions_broadcast_like_numpy():
   assert volumes.shape == (2, 3, 16, 16, 16)
   np.testing.assert_allclose(volumes[1, 2], correlation.correlate(f[1, 0], g[2]).numpy(), atol=1e-12)
   assert correlation.correlate(f[0, 0], g[0]).shape == (16, 16, 16)
+  # 2 x 3 pairs take two steps of up to 4 at B = 8; 1 x 3 (and 3 x 1) fit one, broadcast inside it.
+  one_step = correlation.correlate(f[1], g).numpy()
+  assert one_step.shape == (3, 16, 16, 16)
+  np.testing.assert_allclose(one_step, volumes[1], atol=1e-12)
+  np.testing.assert_allclose(correlation.correlate(g, f[1]).numpy()[2],
+                             correlation.correlate(g[2], f[1, 0]).numpy(), atol=1e-12)
 
 
 def test_batches_in_steps_of_a_few_pairs_match_single_pairs():
