@@ -202,8 +202,8 @@ def test_batches_in_steps_of_a_few_pairs_match_single_pairs():
 
 
 def test_a_non_finite_map_leaves_the_other_pairs_of_its_step_alone():
-  # The fusion barriers of `so3` branch on whether the step's first spectrum value is finite; both
-  # branches must pass the data through unchanged.
+  # The fusion barriers of `so3` branch on whether the step's first spectrum value is finite (those
+  # of `sht.forward` on its first map value); both branches must pass the data through unchanged.
   b = 8
   f = np.stack([band_limited_map(b, seed=s) for s in range(3)])
   g = np.stack([band_limited_map(b, seed=10 + s) for s in range(3)])

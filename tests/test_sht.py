@@ -158,6 +158,20 @@ def test_runs_in_xla_graph():
                              atol=1e-4)
 
 
+
+@pytest.mark.parametrize('compiled', [False, True])
+def test_a_non_finite_first_value_leaves_the_other_maps_alone(compiled):
+  # `forward`'s fusion barrier branches on whether the batch's first value is finite; both branches
+  # must pass the data through unchanged.
+  rng = np.random.default_rng(4)
+  maps = rng.standard_normal((3, 16, 16, 2)).astype(np.float32)
+  maps[0, 0, 0, 0] = np.inf
+  forward = tf.function(sht.forward, jit_compile=True) if compiled else sht.forward
+  coeffs = forward(tf.constant(maps)).numpy()
+  assert not np.isfinite(coeffs[0]).all()
+  for i in (1, 2):
+    np.testing.assert_allclose(coeffs[i], sht.forward(maps[i]).numpy(), atol=1e-6)
+
 def test_rejects_bad_shapes():
   with pytest.raises(ValueError, match='sht.forward'):
     sht.forward(np.zeros((32, 30, 1)))
