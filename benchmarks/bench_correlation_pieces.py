@@ -23,13 +23,13 @@ Usage:
   .venv/bin/python benchmarks/bench_correlation_pieces.py [--bandwidth=32] [--channels=32]
       [--pairs=1] [--threads=1] [--repeats=200]
 """
-import argparse
 import os
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks import step_flags  # pylint: disable=g-import-not-at-top
 from benchmarks.threads import thread_environment  # pylint: disable=g-import-not-at-top
 from benchmarks.threads import threads_from_argv  # pylint: disable=g-import-not-at-top
 
@@ -131,15 +131,8 @@ def step_pieces(bandwidth, channels, pairs, repeats, rng):
 
 
 def main(argv):
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--bandwidth', type=int, default=32)
-  parser.add_argument('--channels', type=int, default=32)
-  parser.add_argument('--pairs', type=int, default=1, help='pairs per call (one step)')
-  parser.add_argument('--threads', type=int, default=1)
-  parser.add_argument('--repeats', type=int, default=200)
-  args = parser.parse_args(argv)
-  if min(args.bandwidth, args.channels, args.pairs, args.threads, args.repeats) < 1:
-    parser.error('--bandwidth, --channels, --pairs, --threads and --repeats must be positive')
+  args = step_flags.parse_step_flags(__doc__.split('\n')[0], argv,
+                                     repeats=(200, 'timed calls per piece; the best counts'))
   tf.config.threading.set_intra_op_parallelism_threads(args.threads)
   tf.config.threading.set_inter_op_parallelism_threads(args.threads)
   rng = np.random.default_rng(0)

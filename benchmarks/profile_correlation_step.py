@@ -11,7 +11,6 @@ Usage:
   .venv/bin/python benchmarks/profile_correlation_step.py [--bandwidth=32] [--channels=32]
       [--pairs=1] [--threads=1] [--calls=50] [--top=25]
 """
-import argparse
 import collections
 import glob
 import os
@@ -21,6 +20,7 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks import step_flags  # pylint: disable=g-import-not-at-top
 from benchmarks.threads import thread_environment  # pylint: disable=g-import-not-at-top
 from benchmarks.threads import threads_from_argv  # pylint: disable=g-import-not-at-top
 
@@ -82,16 +82,9 @@ def profile(step, args, calls):
 
 
 def main(argv):
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--bandwidth', type=int, default=32)
-  parser.add_argument('--channels', type=int, default=32)
-  parser.add_argument('--pairs', type=int, default=1, help='pairs per call (one step)')
-  parser.add_argument('--threads', type=int, default=1)
-  parser.add_argument('--calls', type=int, default=50)
-  parser.add_argument('--top', type=int, default=25, help='operations listed, slowest first')
-  args = parser.parse_args(argv)
-  if min(args.bandwidth, args.channels, args.pairs, args.threads, args.calls, args.top) < 1:
-    parser.error('every flag must be positive')
+  args = step_flags.parse_step_flags(__doc__.split('\n')[0], argv,
+                                     calls=(50, 'profiled calls'),
+                                     top=(25, 'operations listed, slowest first'))
   tf.config.threading.set_intra_op_parallelism_threads(args.threads)
   tf.config.threading.set_inter_op_parallelism_threads(args.threads)
   b, rng = args.bandwidth, np.random.default_rng(0)
