@@ -158,7 +158,6 @@ def test_runs_in_xla_graph():
                              atol=1e-4)
 
 
-
 @pytest.mark.parametrize('compiled', [False, True])
 def test_a_non_finite_first_value_leaves_the_other_maps_alone(compiled):
   # `forward`'s fusion barrier branches on whether the batch's first value is finite; both branches
@@ -171,6 +170,7 @@ def test_a_non_finite_first_value_leaves_the_other_maps_alone(compiled):
   assert not np.isfinite(coeffs[0]).all()
   for i in (1, 2):
     np.testing.assert_allclose(coeffs[i], sht.forward(maps[i]).numpy(), atol=1e-6)
+
 
 def test_rejects_bad_shapes():
   with pytest.raises(ValueError, match='sht.forward'):
