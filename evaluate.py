@@ -26,7 +26,7 @@ Commands (the first positional argument; `align` when there is none):
                 (--euler_zyz_deg=a,b,c | --quaternion=w,x,y,z | --axis_angle_deg=x,y,z,deg)
                 --output=OUT.png
 
-Conventions: ../shared/CONVENTIONS.md. The relative pose of views at R1, R2 is R2 R1^T.
+Conventions: docs/conventions.md. The relative pose of views at R1, R2 is R2 R1^T.
 The flags live in a FlagValues of their own (EVAL_FLAGS), so importing this module next to other
 absl apps (train.py, main.py) in one process cannot clash; absl's own flags (--verbosity, ...)
 are still accepted.
@@ -44,7 +44,7 @@ def _define_flags(fv):
   """Every flag of evaluate.py, on the FlagValues `fv`."""
   d = dict(flag_values=fv)
   # The experiments.
-  flags.DEFINE_string('embeddings', None, 'Embeddings file (.npz, see CONVENTIONS).', **d)
+  flags.DEFINE_string('embeddings', None, 'Embeddings file (.npz, see docs/conventions.md).', **d)
   flags.DEFINE_list('pairs', ['same'], 'Pair kinds: same (two views of one instance) and/or diff '
                     '(two instances of one class).', **d)
   flags.DEFINE_list('mode', ['fmap'], 'Embeddings to use: fmap (student) and/or target (teacher).',

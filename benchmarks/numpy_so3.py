@@ -1,7 +1,7 @@
 """SO(3) correlation of spherical maps in plain numpy (float64): the SOFT algorithm, written out.
 
 This is the baseline of the correlation benchmarks and an independent reference for the TensorFlow
-implementation in `correlation/`. It follows CONVENTIONS.md exactly:
+implementation in `correlation/`. It follows docs/conventions.md exactly:
 
   c(R) = sum_channels integral over S^2 of (R . f_c)(x) g_c(x) dx,   (R . f)(x) = f(R^T x),
 

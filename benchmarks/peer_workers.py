@@ -9,7 +9,7 @@ The config lists the (bandwidth, channels) cases; for each it names a check file
 numpy_so3.sht_forward) and where to write the peer's volume for that pair. The worker prints one JSON
 line per case on stdout. Only numpy and the peer are imported here: this interpreter has no TensorFlow.
 
-How each peer is made to compute `c(R) = sum_c integral f_c(R^T x) g_c(x) dx` (CONVENTIONS.md), and how
+How each peer is made to compute `c(R) = sum_c integral f_c(R^T x) g_c(x) dx` (docs/conventions.md), and how
 its output maps to our volume `[alpha, beta, gamma]` (checked against numpy_so3 by the harness):
 
 - pysofft (SOFT 2.0 rewrite, Fortran + FFTW): it has no spherical transform, so it takes the numpy

@@ -4,7 +4,7 @@
 - `correlation.rotate(f, R)`: `R . f`, exact for band-limited maps.
 - `correlation.correlate(f, g)`: SO(3) correlation volume on the SOFT grid.
 - `correlation.align(f, g)`, `correlation.align_top_k(f, g)`: relative rotation `R` with `g ~= R . f`.
-Conventions: /work/shared/CONVENTIONS.md and the module docstrings.
+Conventions: docs/conventions.md and the module docstrings.
 """
 from correlation import alignment
 from correlation import rotation

@@ -3,7 +3,7 @@
 Convention: `d^l_{mn}(beta) = <l m| exp(-i beta J_y) |l n>` (Wigner; e.g. `d^1_{10} = -sin(beta)/sqrt 2`),
 so that with `D^l_{mn}(alpha, beta, gamma) = exp(-i m alpha) d^l_{mn}(beta) exp(-i n gamma)` the rotation
 `R = Rz(alpha) Ry(beta) Rz(gamma)` acts on spherical-harmonic coefficients as
-`(R . f)_l^m = sum_n D^l_{mn}(R) f_l^n`, where `(R . f)(x) = f(R^T x)` (CONVENTIONS.md).
+`(R . f)_l^m = sum_n D^l_{mn}(R) f_l^n`, where `(R . f)(x) = f(R^T x)` (docs/conventions.md).
 
 For each order pair `(m, n)` the recursion starts at `l0 = max(|m|, |n|)` from the closed form
 `d^{l0}_{mn} = sign sqrt(binom(2 l0, l0 - q)) cos(beta/2)^a sin(beta/2)^b`, evaluated in log space so that

@@ -1,6 +1,6 @@
 """Meshes, their spherical maps and rendered views: the data side of the project.
 
-Conventions: ../shared/CONVENTIONS.md. Meshes are normalised once (`load_mesh`, `normalize_mesh`),
+Conventions: docs/conventions.md. Meshes are normalised once (`load_mesh`, `normalize_mesh`),
 then rotated by ray casting (`MeshRaycaster`, `mesh_to_sphere`, `render_view`).
 """
 from datasets.meshes import SUPPORTED_SUFFIXES, load_mesh, normalize_mesh, read_off

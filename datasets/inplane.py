@@ -1,6 +1,6 @@
 """The camera's exact symmetries: turns about its axis and the left-right mirror.
 
-The camera sits on +z and looks at the origin with image up = +y (CONVENTIONS.md), so turning the
+The camera sits on +z and looks at the origin with image up = +y (docs/conventions.md), so turning the
 object by `Rz(theta)` turns its view by `theta` counter-clockwise on screen, about the image centre;
 and every map on the Driscoll-Healy grid of `Rz(theta) R . mesh` is the map of `R . mesh` shifted
 in longitude, `(Rz(theta) . f)(beta, alpha) = f(beta, alpha - theta)`, which for

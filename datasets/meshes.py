@@ -1,7 +1,7 @@
 """Loading triangle meshes and putting them in the canonical pose.
 
 Every mesh the project uses goes through `normalize_mesh` exactly once, in its canonical pose
-(CONVENTIONS.md, "Camera and normalisation"):
+(docs/conventions.md, "Meshes and the camera"):
   1. the centre is the *area-weighted surface centroid*, `c = sum_i A_i m_i / sum_i A_i` over
      the faces `i` with area `A_i` and centroid `m_i`. Unlike the vertex mean or the bounding-box
      centre, it does not move when a region is tessellated more finely or when a CAD file repeats

@@ -1,7 +1,7 @@
 """The relative-pose experiment: align the embeddings of two views, compare with the true pose.
 
 For views i and j at rotations R_i and R_j, the relative pose is `R_j R_i^T` (it takes the object
-from pose i to pose j) and `correlation.align(e_i, e_j)` estimates it (../shared/CONVENTIONS.md).
+from pose i to pose j) and `correlation.align(e_i, e_j)` estimates it (docs/conventions.md).
 The error of a pair is the angular distance, in degrees, between the estimate and `R_j R_i^T`.
 
 Symmetric error (`symmetric=True`), as in the original study: the error `e` in [0, 180] is folded

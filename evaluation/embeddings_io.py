@@ -1,4 +1,4 @@
-"""The embeddings file: read, validate and write it (format of ../shared/CONVENTIONS.md).
+"""The embeddings file: read, validate and write it (format of docs/conventions.md).
 
 A `.npz` with
   fmap      float32 [N, 2B, 2B, C]  predicted (student) embeddings of N views;

@@ -1,6 +1,6 @@
 """Grids on the sphere and on SO(3), and rotation helpers shared by every stage.
 
-Conventions (see ../shared/CONVENTIONS.md): points `x(beta, alpha)`, Driscoll-Healy grids, ZYZ Euler
+Conventions (docs/conventions.md): points `x(beta, alpha)`, Driscoll-Healy grids, ZYZ Euler
 angles, matrices acting on column vectors.
 """
 from geometry.grids import (area_weights, quadrature_weights, so3_grid, sphere_directions,

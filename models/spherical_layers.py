@@ -1,7 +1,7 @@
 """Layers of the spherical CNN (Esteves, Allen-Blanchette, Makadia, Daniilidis, ECCV 2018).
 
 Every layer takes and returns spherical maps `[N, 2B, 2B, C]` on the Driscoll-Healy grid (see
-../shared/CONVENTIONS.md) and commutes with rotations: `layer(R . f) = R . layer(f)`, exactly for
+docs/conventions.md) and commutes with rotations: `layer(R . f) = R . layer(f)`, exactly for
 the convolution and up to sampling (aliasing of the nonlinearity) for the rest.
 
 - `SphericalConv`: spherical convolution with zonal filters, computed exactly in the spectral

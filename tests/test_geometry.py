@@ -1,4 +1,4 @@
-"""Grids and rotation helpers: properties from CONVENTIONS.md, against independent formulas."""
+"""Grids and rotation helpers: properties from docs/conventions.md, against independent formulas."""
 import numpy as np
 import pytest
 
