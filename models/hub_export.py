@@ -15,6 +15,12 @@ of the reusable SavedModel API (https://www.tensorflow.org/hub/reusable_saved_mo
 
 `load(path)` is `hub.load` with a clear error for a missing or broken export. Writes are atomic
 (`save_atomic`): the SavedModel is written to a sibling temporary directory and renamed into place.
+A teacher's export (a config with `embedding_block`) carries its model card in `assets/`
+(`models.model_card`: inputs, outputs, grid, teacher layer, units, commit).
+
+The module loads with standard APIs (README, docs/models.md): `hub.load(path)`,
+`keras.layers.TFSMLayer(path, call_endpoint='serving_default')` under Keras 3, and
+`hub.KerasLayer(path, output_key='embedding')` under tf_keras (`TF_USE_LEGACY_KERAS=1`).
 """
 import json
 import os
@@ -22,6 +28,8 @@ import shutil
 
 import tensorflow as tf
 import tensorflow_hub as hub
+
+from models import model_card
 
 
 def _regularization_loss_fn(variable):
@@ -66,14 +74,21 @@ def export_reusable_saved_model(model, export_dir, input_spec, config=None):
   """
   if not isinstance(input_spec, tf.TensorSpec) or not input_spec.name:
     raise ValueError(f'export: input_spec must be a named tf.TensorSpec, got {input_spec!r}')
-  module = _ReusableModule(model, input_spec, config or {})
-  return save_atomic(module, export_dir, {'serving_default': module.serving_function})
+  config = config or {}
+  module = _ReusableModule(model, input_spec, config)
+  card = None
+  if 'embedding_block' in config:  # a teacher (models.teacher.export_teacher)
+    outputs = module.serving_function.structured_outputs
+    shapes = {name: list(t.shape[1:]) for name, t in outputs.items()}
+    card = model_card.teacher_card(input_spec, shapes, config)
+  return save_atomic(module, export_dir, {'serving_default': module.serving_function}, card=card)
 
 
-def save_atomic(module, export_dir, signatures=None):
+def save_atomic(module, export_dir, signatures=None, card=None):
   """`tf.saved_model.save` to a sibling temporary directory, then renamed into `export_dir`.
 
   An existing export at `export_dir` is replaced; readers never see a half-written SavedModel.
+  `card`: a `models.model_card` dict written into the export's `assets/` before the rename.
   Returns the absolute `export_dir`.
   """
   export_dir = os.path.abspath(export_dir)
@@ -81,6 +96,8 @@ def save_atomic(module, export_dir, signatures=None):
   tmp = f'{export_dir}.tmp{os.getpid()}'
   shutil.rmtree(tmp, ignore_errors=True)
   tf.saved_model.save(module, tmp, signatures=signatures)
+  if card is not None:
+    model_card.write_card(tmp, card)
   if os.path.exists(export_dir):
     # os.replace cannot replace a non-empty directory: move the old export aside first.
     old = f'{export_dir}.old{os.getpid()}'
