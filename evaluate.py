@@ -17,7 +17,11 @@ Commands (the first positional argument; `align` when there is none):
               metrics (.synthesis.npz) and an image grid (.grid.png: input, prediction, truth).
   export      the embeddings file of a built dataset split:
                 evaluate.py export --embedder=DIR [--teacher=HUB_DIR] --data_dir=DIR --split=test
-                [--dataset_config=bandwidth=32,image_size=64] [--include_images] --output=FILE
+                --data_config=equivariant_shapes/procedural_b8_s16_v2_n10 [--include_images]
+                --output=FILE
+              (--data_config: the data set's name as the build printed it, or its settings as
+              key=value,... or a JSON object; --dataset_config=key=value,... is its deprecated
+              spelling.)
   relpose     relative rotation between two photos (image 1 -> image 2):
                 evaluate.py relpose --embedder=DIR IMG1 IMG2 [--top_k=3] [--json=OUT.json]
               (or --image1=IMG1 --image2=IMG2).
@@ -77,7 +81,12 @@ def _define_flags(fv):
                       **d)
   flags.DEFINE_string('data_dir', None, 'TFDS data_dir of the built dataset (export).', **d)
   flags.DEFINE_string('split', 'test', 'Dataset split (export).', **d)
-  flags.DEFINE_list('dataset_config', [], 'key=value options of datasets.builders.load_split.', **d)
+  flags.DEFINE_string('data_config', None,
+                      'The data set (export): its name as the build printed it '
+                      '(equivariant_shapes/<config>), or its settings as key=value,... or a JSON '
+                      'object (datasets.builders.data_settings).', **d)
+  flags.DEFINE_list('dataset_config', [], 'Deprecated spelling of --data_config (key=value,...).',
+                    **d)
   flags.DEFINE_integer('max_examples', None, 'Export at most this many views.', lower_bound=1, **d)
   flags.DEFINE_bool('include_images', False, 'Export: also store the views (for synthesis).', **d)
   flags.DEFINE_string('output', None, 'Output file: embeddings .npz (export) or PNG (synthesize).',
@@ -98,23 +107,22 @@ def _define_flags(fv):
 _define_flags(EVAL_FLAGS)
 
 
-def _parse_config(items):
-  """['bandwidth=32', 'source=procedural'] -> {'bandwidth': 32, 'source': 'procedural'}."""
-  config = {}
-  for item in items:
-    key, sep, value = item.partition('=')
-    if not sep or not key:
-      raise app.UsageError(f'--dataset_config: expected key=value, got {item!r}')
-    for cast in (int, float):
-      try:
-        value = cast(value)
-        break
-      except ValueError:
-        pass
-    if isinstance(value, str):
-      value = {'true': True, 'false': False}.get(value.lower(), value)
-    config[key] = value
-  return config
+def _data_settings(fv):
+  """The data set settings of --data_config (or the deprecated --dataset_config)."""
+  from absl import logging  # pylint: disable=g-import-not-at-top
+  from datasets import builders  # pylint: disable=g-import-not-at-top  (imports TFDS)
+  spec = fv.data_config
+  if fv.dataset_config:
+    if spec:
+      raise app.UsageError('give --data_config or its deprecated spelling --dataset_config, '
+                           'not both')
+    logging.warning('--dataset_config is deprecated: use --data_config (the same key=value '
+                    'text, or the data set name equivariant_shapes/<config>)')
+    spec = ','.join(fv.dataset_config)
+  try:
+    return builders.data_settings(spec, fv.data_dir)
+  except ValueError as e:
+    raise app.UsageError(f'--data_config: {e}') from None
 
 
 def _require(fv, *names):
@@ -183,7 +191,7 @@ def execute(fv, argv):
       embedder = models_io.load_embedder(fv.embedder, fv.batch_size)
       teacher = models_io.load_teacher(fv.teacher, fv.batch_size) if fv.teacher else None
       examples = embeddings_export.load_split_examples(fv.split, fv.data_dir,
-                                                       **_parse_config(fv.dataset_config))
+                                                       **_data_settings(fv))
       arrays, seconds = embeddings_export.export_embeddings(
           fv.output, examples, embedder, teacher=teacher, batch_size=fv.batch_size,
           max_examples=fv.max_examples, include_images=fv.include_images, progress=fv.progress)

@@ -29,8 +29,10 @@ flags.DEFINE_enum('model', None, list(TASK_MODULES), 'What to train.')
 flags.DEFINE_string('model_dir', None, 'Checkpoints, summaries and exports go here.')
 flags.DEFINE_string('data_dir', None, 'Where the data set was built (datasets.builders).')
 flags.DEFINE_string('data_config', '{}',
-                    'JSON object of data set settings passed to datasets.builders.load_split, '
-                    'e.g. \'{"bandwidth": 16, "image_size": 32}\'.')
+                    'The data set: its name as the build printed it '
+                    '(equivariant_shapes/procedural_b8_s16_v2_n10), or its settings as a JSON '
+                    'object (\'{"bandwidth": 16, "image_size": 32}\') or as key=value,... '
+                    '(datasets.builders.data_settings).')
 flags.DEFINE_integer('batch_size', 32, 'Global batch size (over all replicas).')
 flags.DEFINE_integer('max_steps', 10000, 'Train until this many steps (a resumed run counts on).')
 flags.DEFINE_list('lr_boundaries', [], 'Steps at which the learning rate changes.')
@@ -82,6 +84,19 @@ def import_task_module(model):
     raise
 
 
+def resolve_data_config(text, data_dir):
+  """--data_config (a data set name, JSON or key=value text) -> the JSON object of its settings,
+  which the tasks read; a JSON object is passed through untouched."""
+  if not text or text.lstrip().startswith('{'):
+    return text
+  import json  # pylint: disable=g-import-not-at-top
+  from datasets import builders  # pylint: disable=g-import-not-at-top  (imports TFDS)
+  try:
+    return json.dumps(builders.data_settings(text, data_dir))
+  except ValueError as e:
+    raise app.UsageError(f'--data_config: {e}') from None
+
+
 def _configure_logical_cpus(count):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   cpus = tf.config.list_physical_devices('CPU')
@@ -99,6 +114,7 @@ def main(argv):
   if FLAGS.seed >= 0:
     keras.utils.set_random_seed(FLAGS.seed)
   module = import_task_module(FLAGS.model)
+  FLAGS.data_config = resolve_data_config(FLAGS.data_config, FLAGS.data_dir)
   task = module.build_task(FLAGS)
   try:
     lr_values = [float(v) for v in FLAGS.lr_values]

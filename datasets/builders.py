@@ -33,6 +33,15 @@ Usage:
   builder.download_and_prepare()
   train = load_split('train', data_dir, bandwidth=16, image_size=32)   # a tf.data.Dataset
 
+Names: a data set is `equivariant_shapes/<config name>` (the build prints it; `make_config` names
+the settings). The presets' settings are registered `BUILDER_CONFIGS`, so `import datasets;
+tfds.load('equivariant_shapes/procedural_b8_s16_v2_n10', data_dir=...)` reads the tiny preset's
+build; any build (registered or not) reads with `tfds.builder_from_directory(
+'<data_dir>/equivariant_shapes/<config>/<version>')`. `data_settings(spec, data_dir)` turns a
+name, a JSON object or 'key=value,...' text into the settings of `make_config` (what the command
+lines' `--data_config` takes). `as_supervised=True` gives (image, sphere) pairs: a view and the
+spherical map of the shape in the same pose.
+
 `examples_for_mesh(record, config)` makes all examples of one mesh; it is the unit of work of the
 parallel build with Apache Beam (`datasets.beam_generation`), which the builder uses, with the
 same examples and keys, when the download config names a Beam runner or Beam options:
@@ -46,6 +55,7 @@ or `python -m datasets.build --beam_pipeline_options=...`. apache_beam is an opt
 import dataclasses
 import hashlib
 import importlib
+import inspect
 import json
 import os
 import time
@@ -62,6 +72,38 @@ from datasets import sources
 from geometry import rotations as rotations_lib
 
 SOURCES = ('procedural', 'folder', 'shapenet')
+DATASET_NAME = 'equivariant_shapes'
+# No web page of this project exists; the homepage is the ICML 2019 paper the data set serves.
+HOMEPAGE = 'https://arxiv.org/abs/1812.02716'
+CITATION = """\
+@inproceedings{esteves2019cross,
+  title = {Cross-Domain 3D Equivariant Image Embeddings},
+  author = {Esteves, Carlos and Sud, Avneesh and Luo, Zhengyi and Daniilidis, Kostas and
+            Makadia, Ameesh},
+  booktitle = {Proceedings of the 36th International Conference on Machine Learning (ICML)},
+  pages = {1812--1822},
+  year = {2019},
+}
+@inproceedings{esteves2018learning,
+  title = {Learning SO(3) Equivariant Representations with Spherical CNNs},
+  author = {Esteves, Carlos and Allen-Blanchette, Christine and Makadia, Ameesh and
+            Daniilidis, Kostas},
+  booktitle = {Proceedings of the European Conference on Computer Vision (ECCV)},
+  pages = {52--68},
+  year = {2018},
+}
+"""
+DESCRIPTION = """\
+Views and spherical maps of 3D shapes in random poses: the training data of Cross-Domain 3D
+Equivariant Image Embeddings (Esteves et al., ICML 2019). Every example is one shape instance at
+one Haar-random rotation R: `image`, the grayscale depth-cued view of R . mesh from a fixed camera
+on +z (S x S, [0, 1], black background); `sphere`, the ray-cast spherical map of R . mesh on the
+Driscoll-Healy grid of bandwidth B ([2B, 2B, C]: depth inside the unit ball, |cos| of the ray and
+the surface normal, then any extra channels; band-limited to B); `rotation` R (acts on column
+vectors); the category `label`, the `instance` id and the `view` index. Train and test splits hold
+disjoint instances. Shapes are procedural (10 categories, generated here) or read from a
+ModelNet-style folder or ShapeNetCore v2. Supervised keys: (image, sphere), the view and the
+spherical map of the shape in the same pose."""
 
 _MANUAL_DOWNLOAD_INSTRUCTIONS = """\
 Only for source='folder' without `mesh_dir` (give `categories` too) and source='shapenet':
@@ -330,17 +372,28 @@ class EquivariantShapes(tfds.core.GeneratorBasedBuilder):
   }
   MANUAL_DOWNLOAD_INSTRUCTIONS = _MANUAL_DOWNLOAD_INSTRUCTIONS
   # The first one is the default; custom settings: EquivariantShapes(config=make_config(...)).
+  # The presets' data (pipeline.presets; tests/test_builders.py checks they stay registered) are
+  # named configs, so loading them by name needs no settings and TFDS does not warn about
+  # custom configurations.
   BUILDER_CONFIGS = [
       make_config(),  # procedural_b32_s64_v8_n20
       make_config(bandwidth=16, image_size=32),  # small and quick, for development
       make_config(instances_per_category=100, views_per_instance=16),
+      make_config(instances_per_category=10, views_per_instance=2, bandwidth=8,
+                  image_size=16),  # preset tiny
+      make_config(instances_per_category=68, test_per_category=4, views_per_instance=16,
+                  bandwidth=16, image_size=32),  # preset default
+      make_config(instances_per_category=100, views_per_instance=32, bandwidth=32,
+                  image_size=64),  # preset paper
   ]
 
   def _info(self):
     config = self.builder_config
     b, s = config.bandwidth, config.image_size
     return self.dataset_info_from_configs(
-        description=__doc__.split('\n\n')[0],
+        description=DESCRIPTION,
+        homepage=HOMEPAGE,
+        citation=CITATION,
         features=tfds.features.FeaturesDict({
             'image': tfds.features.Tensor(shape=(s, s, 1), dtype=np.float32, encoding='zlib'),
             'sphere': tfds.features.Tensor(shape=(2 * b, 2 * b, config.sphere_channels),
@@ -350,7 +403,7 @@ class EquivariantShapes(tfds.core.GeneratorBasedBuilder):
             'instance': tfds.features.Text(),
             'view': tfds.features.Scalar(dtype=np.int64),
         }),
-        supervised_keys=None,
+        supervised_keys=('image', 'sphere'),
         metadata=tfds.core.MetadataDict(),
     )
 
@@ -369,6 +422,8 @@ class EquivariantShapes(tfds.core.GeneratorBasedBuilder):
       manual_dir = str(dl_manager.manual_dir)
     records = mesh_records(config, manual_dir)
     self.info.metadata['summary'] = {}
+    # What `data_settings` reads back to find an unregistered config by its name.
+    self.info.metadata['settings'] = json.loads(json.dumps(config.settings()))
     splits = {}
     for split in sources.SPLITS:
       split_records = [r for r in records if r.split == split]
@@ -460,3 +515,130 @@ def load_split(split, data_dir, shuffle_files=False, **config):
 def build_summary(builder):
   """{split: summary} of the build: instances, examples, examples_per_label, failures, seconds."""
   return dict(builder.info.metadata.get('summary', {}))
+
+
+def _config_settings(config):
+  """The `make_config` keywords of a config (its settings, JSON-friendly)."""
+  accepted = set(inspect.signature(make_config).parameters) - {'name'}
+  settings = json.loads(json.dumps(config.settings()))
+  return {k: v for k, v in settings.items() if k in accepted}
+
+
+def registered_names():
+  """The names of the registered configs, 'equivariant_shapes/<config>'."""
+  return [f'{DATASET_NAME}/{c.name}' for c in EquivariantShapes.BUILDER_CONFIGS]
+
+
+def built_names(data_dir):
+  """The 'equivariant_shapes/<config>' names built in `data_dir` (any version), sorted."""
+  if not data_dir or not (epath.Path(data_dir) / DATASET_NAME).exists():
+    return []
+  root = epath.Path(data_dir) / DATASET_NAME
+  return sorted(f'{DATASET_NAME}/{p.name}' for p in root.iterdir()
+                if p.is_dir() and any((v / 'dataset_info.json').exists() for v in p.iterdir()
+                                      if v.is_dir()))
+
+
+def _settings_of_built(config_name, data_dir):
+  """The settings a build of `config_name` in `data_dir` recorded (newest version), or None."""
+  if not data_dir or not (epath.Path(data_dir) / DATASET_NAME / config_name).exists():
+    return None
+  folder = epath.Path(data_dir) / DATASET_NAME / config_name
+  for version in sorted((v for v in folder.iterdir() if v.is_dir()), key=lambda v: v.name,
+                        reverse=True):
+    metadata = version / 'metadata.json'
+    if metadata.exists():
+      settings = json.loads(metadata.read_text()).get('settings')
+      if settings is not None:
+        accepted = set(inspect.signature(make_config).parameters) - {'name'}
+        return {k: v for k, v in settings.items() if k in accepted}
+  return None
+
+
+def parse_key_values(text):
+  """'bandwidth=16,image_size=32' -> {'bandwidth': 16, 'image_size': 32} (ints, floats, bools,
+  'none'; other values stay strings)."""
+  settings = {}
+  for item in text.split(','):
+    item = item.strip()
+    if not item:
+      continue
+    key, sep, value = item.partition('=')
+    if not sep or not key.strip():
+      raise ValueError(f'expected key=value, got {item!r}')
+    value = value.strip()
+    for cast in (int, float):
+      try:
+        value = cast(value)
+        break
+      except ValueError:
+        pass
+    if isinstance(value, str):
+      value = {'true': True, 'false': False, 'none': None}.get(value.lower(), value)
+    settings[key.strip()] = value
+  return settings
+
+
+def data_settings(spec, data_dir=None):
+  """The `make_config` settings named by `spec`, one format for every command line.
+
+  Args:
+    spec: a data set name as the build prints it, 'equivariant_shapes/<config>' (the prefix and a
+      ':<version>' suffix are optional); a JSON object '{"bandwidth": 16, "image_size": 32}'; or
+      'key=value,...' text ('bandwidth=16,image_size=32'); a dict is returned as it is; None or
+      '' mean the default settings ({}).
+    data_dir: where to look for a build of a name that is not registered (its settings are in
+      the build's metadata.json).
+
+  Returns:
+    dict of `make_config` keywords (validated: make_config accepts them).
+
+  Raises:
+    ValueError naming the spec and, for an unknown name, the registered and built names.
+  """
+  if spec is None or isinstance(spec, dict):
+    settings = dict(spec or {})
+  else:
+    text = str(spec).strip()
+    if not text:
+      settings = {}
+    elif text.startswith('{'):
+      try:
+        settings = json.loads(text)
+      except json.JSONDecodeError as e:
+        raise ValueError(f'data set settings are not valid JSON ({e}): {text!r}') from None
+      if not isinstance(settings, dict):
+        raise ValueError(f'data set settings must be a JSON object, got {text!r}')
+    elif '=' in text:
+      try:
+        settings = parse_key_values(text)
+      except ValueError as e:
+        raise ValueError(f'data set settings {text!r}: {e}') from None
+    else:
+      name = text.split(':', 1)[0]
+      if name.startswith(DATASET_NAME + '/'):
+        name = name[len(DATASET_NAME) + 1:]
+      if '/' in name or not name:
+        raise ValueError(f'{text!r} is not a data set of this project (expected '
+                         f'{DATASET_NAME}/<config>)')
+      registered = {c.name: c for c in EquivariantShapes.BUILDER_CONFIGS}
+      if name in registered:
+        settings = _config_settings(registered[name])
+      else:
+        settings = _settings_of_built(name, data_dir)
+        if settings is None:
+          raise ValueError(
+              f'no data set {DATASET_NAME}/{name}' + (f' built in {data_dir}' if data_dir else '')
+              + f'; registered: {", ".join(registered_names())}'
+              + (f'; built there: {", ".join(built_names(data_dir)) or "none"}' if data_dir
+                 else '') + '. Give its name as the build printed it, or its settings')
+  try:
+    make_config(**settings)
+  except TypeError as e:
+    raise ValueError(f'data set settings {settings}: {e}') from None
+  return settings
+
+
+def dataset_name(settings):
+  """'equivariant_shapes/<config>' of `make_config` settings (what the build prints)."""
+  return f'{DATASET_NAME}/{make_config(**settings).name}'

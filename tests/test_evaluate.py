@@ -292,10 +292,11 @@ def test_evaluate_cli_in_process(tmp_path, capsys):
     evaluate.run(['evaluate.py', '--pairs=same'])
   assert evaluate.run(['evaluate.py', f'--embeddings={tmp_path / "none.npz"}']) == 1
   assert 'none.npz: no such file' in capsys.readouterr().err
-  assert evaluate._parse_config(['bandwidth=16', 'scale=0.5', 'source=folder', 'force=True']) == {
+  from datasets import builders  # --data_config's key=value form
+  assert builders.parse_key_values('bandwidth=16,scale=0.5,source=folder,force=True') == {
       'bandwidth': 16, 'scale': 0.5, 'source': 'folder', 'force': True}
-  with pytest.raises(evaluate.app.UsageError, match='key=value'):
-    evaluate._parse_config(['bandwidth'])
+  with pytest.raises(ValueError, match='key=value'):
+    builders.parse_key_values('bandwidth')
 
 
 def test_error_cdf_and_image_grid(tmp_path):
