@@ -64,6 +64,23 @@ def _define_flags(fv):
                      lower_bound=0.0, **d)
   flags.DEFINE_bool('symmetric', False, 'Report min(err, 180 - err): forgives a two-fold flip.',
                     **d)
+  # The gist's MATLAB experiment (align.m) beside ours (evaluation.alignment, evaluation.pairs).
+  flags.DEFINE_enum('peaks', 'refined', ['refined', 'argmax'],
+                    "align: 'refined' refines the four best distinct grid peaks (ours); 'argmax' "
+                    "is the correlation grid's maximum (spherical_correlation.m).", **d)
+  flags.DEFINE_enum('upsample_method', 'spectral', ['spectral', 'bicubic'],
+                    "align, --upsample > 1: 'spectral' evaluates the correlation on a finer grid "
+                    "(ours); 'bicubic' resizes the maps first (align.m's imresize).", **d)
+  flags.DEFINE_enum('normalize_method', 'spectral', ['spectral', 'matrix_norm'],
+                    "align, --normalize: 'spectral' scales each channel's coefficients (ours); "
+                    "'matrix_norm' divides each channel by its largest singular value (align.m's "
+                    'norm).', **d)
+  flags.DEFINE_enum('pair_enumeration', 'all', ['all', 'first_view'],
+                    "align: 'all' pairs of views (ours) or each instance's first view against "
+                    "its other views (align.m).", **d)
+  flags.DEFINE_enum('diff_partner', 'same_class', ['same_class', 'random'],
+                    "align, --pairs=diff: view 2 from another instance of the class (ours) or "
+                    "from any row (align.m's randi; needs --pair_enumeration=first_view).", **d)
   flags.DEFINE_integer('max_pairs', None, 'At most this many pairs, sampled (0: all). Default: all '
                        'for same, 10000 for diff.', lower_bound=0, **d)
   flags.DEFINE_integer('seed', 0, 'Seed of the pair sampling.', **d)
@@ -175,7 +192,9 @@ def execute(fv, argv):
           fv.embeddings, pair_kinds=fv.pairs, modes=fv.mode, upsample=fv.upsample,
           normalize=fv.normalize, symmetric=fv.symmetric, max_pairs=fv.max_pairs, seed=fv.seed,
           results_csv=fv.results_csv, name=fv.name, batch_size=fv.batch_size, progress=fv.progress,
-          odd_degree_weight=fv.odd_degree_weight)
+          odd_degree_weight=fv.odd_degree_weight, peaks=fv.peaks,
+          upsample_method=fv.upsample_method, normalize_method=fv.normalize_method,
+          pair_enumeration=fv.pair_enumeration, diff_partner=fv.diff_partner)
       print(table)
     elif command == 'synthesis':
       _require(fv, 'synthesizer')

@@ -48,6 +48,10 @@ flags.DEFINE_enum('source', None, builders.SOURCES, 'Mesh source; default: folde
                   '--mesh_dir, else procedural.')
 flags.DEFINE_enum('preset', 'default', list(presets.PRESETS),
                   'Settings of every stage (pipeline/presets.py); the flags below override them.')
+flags.DEFINE_enum('recipe', 'ours', list(presets.RECIPES),
+                  "Method, orthogonal to the preset's scale: 'ours' or 'original' (the gist's "
+                  "students and loss, spherical-cnn's teacher defaults, the MATLAB experiment's "
+                  'evaluation; pipeline/presets.py, docs/deviations.md).')
 flags.DEFINE_integer('views_per_instance', None, 'Random views per shape instance (preset).')
 flags.DEFINE_integer('instances_per_category', None, 'Procedural shapes per category (preset).')
 flags.DEFINE_integer('test_per_category', None, 'Exactly this many test instances per category '
@@ -239,7 +243,7 @@ def job_from_flags():
     overrides['pose_loss_weight'] = FLAGS.student_pose_loss_weight
     overrides['embedder_turns'] = FLAGS.student_embedder_turns
     overrides['embedder_mirror'] = FLAGS.student_embedder_mirror
-    settings = presets.resolve(FLAGS.preset, overrides)
+    settings = presets.resolve(FLAGS.preset, overrides, recipe=FLAGS.recipe)
   except ValueError as e:
     raise app.UsageError(str(e)) from e
   if FLAGS.mesh_dir and not os.path.isdir(FLAGS.mesh_dir):

@@ -15,6 +15,19 @@ it is what the original reported, not a general symmetry-aware metric.
 
 Statistics: median and mean error, Acc@10 and Acc@30 = percent of pairs with error < 10 and < 30
 degrees.
+
+Options of the gist's MATLAB experiment (align.m, spherical_correlation.m), each beside ours:
+- peaks (`PEAKS`): 'argmax' is spherical_correlation.m's maximum of the correlation grid
+  (`correlation.align(..., refine=False)`); 'refined' (ours) refines the four best distinct grid
+  peaks off the grid and keeps the best.
+- upsampling (`UPSAMPLE_METHODS`): 'bicubic' is align.m's `imresize(im, upsample)` of each map
+  (MATLAB's bicubic kernel with a = -0.5 and mirrored borders, `imresize_matrix`) followed by the
+  correlation of the larger maps as maps of bandwidth `upsample * B`; 'spectral' (ours) evaluates
+  the correlation of the maps as they are on the grid of bandwidth `upsample * B` (zero padding of
+  the spectrum, what align.m's TODO suggests).
+- normalisation (`NORMALIZE_METHODS`): 'matrix_norm' is align.m's `im(:,:,k) / norm(im(:,:,k))`,
+  MATLAB's matrix 2-norm (the largest singular value; the mean is kept), after the resizing;
+  'spectral' (ours, `correlation.align(normalize=True)`) scales each channel's coefficients.
 """
 import functools
 import time
@@ -26,6 +39,60 @@ from evaluation import degrees
 from geometry import angular_distance
 
 ACCURACY_THRESHOLDS_DEG = (10, 30)
+PEAKS = ('refined', 'argmax')
+UPSAMPLE_METHODS = ('spectral', 'bicubic')
+NORMALIZE_METHODS = ('spectral', 'matrix_norm')
+
+
+def _matlab_cubic(x):
+  """MATLAB imresize's cubic kernel (Keys, a = -0.5) at `x`."""
+  ax = np.abs(x)
+  return ((1.5 * ax**3 - 2.5 * ax**2 + 1) * (ax <= 1) +
+          (-0.5 * ax**3 + 2.5 * ax**2 - 4 * ax + 2) * ((ax > 1) & (ax <= 2)))
+
+
+@functools.lru_cache(maxsize=None)
+def imresize_matrix(in_length, scale):
+  """The 1-D linear map of MATLAB's `imresize(x, scale)` (bicubic) for an integer `scale >= 1`:
+  float64 `[scale * in_length, in_length]` (read-only).
+
+  Output sample `o` (1-based) sits at input coordinate `u = o / scale + (1 - 1 / scale) / 2`; its
+  weights are the cubic kernel at `u - k` for the taps `k = floor(u - 2) .. floor(u - 2) + 5`,
+  divided by their sum, and a tap beyond the border reads its mirror image with the edge sample
+  repeated (MATLAB's `[1:n, n:-1:1]` indexing). No antialiasing: it only acts when shrinking.
+  """
+  if int(scale) != scale or scale < 1 or int(in_length) != in_length or in_length < 1:
+    raise ValueError(f'imresize_matrix: needs a positive length and an integer scale >= 1, got '
+                     f'{in_length!r}, {scale!r}')
+  n, s = int(in_length), int(scale)
+  u = np.arange(1, s * n + 1) / s + 0.5 * (1 - 1 / s)
+  taps = np.floor(u - 2)[:, None] + np.arange(6)[None, :]
+  weights = _matlab_cubic(u[:, None] - taps)
+  weights /= weights.sum(axis=1, keepdims=True)
+  mirror = np.concatenate([np.arange(n), np.arange(n)[::-1]])
+  index = mirror[np.mod(taps.astype(np.int64) - 1, 2 * n)]
+  matrix = np.zeros((s * n, n))
+  np.add.at(matrix, (np.repeat(np.arange(s * n), 6), index.ravel()), weights.ravel())
+  matrix.flags.writeable = False
+  return matrix
+
+
+def resize_bicubic(maps, scale):
+  """MATLAB's `imresize(maps, scale)` of maps `[N, H, W, C]` (each channel alike): float32
+  `[N, scale H, scale W, C]`."""
+  maps = np.asarray(maps, np.float64)
+  rows = imresize_matrix(maps.shape[1], scale)
+  cols = imresize_matrix(maps.shape[2], scale)
+  return np.einsum('ih,nhwc,jw->nijc', rows, maps, cols).astype(np.float32)
+
+
+def matrix_norm_normalize(maps):
+  """Each channel of maps `[N, H, W, C]` divided by its matrix 2-norm (largest singular value),
+  as MATLAB's `im(:,:,k) / norm(im(:,:,k))`; the mean is kept. A zero channel stays zero."""
+  maps = np.asarray(maps, np.float32)
+  norms = np.linalg.norm(np.moveaxis(maps, -1, 1).astype(np.float64), ord=2, axis=(-2, -1))
+  norms = np.where(norms > 0, norms, 1.0)
+  return (maps / norms[:, None, None, :]).astype(np.float32)
 
 
 def relative_rotations(rotations, pairs):
@@ -166,8 +233,16 @@ def align_pairs(maps, pairs, align_fn=None, batch_size=64, upsample=1, normalize
   return out
 
 
+@functools.lru_cache(maxsize=None)
+def grid_argmax_align(align_fn):
+  """`align_fn` (like `correlation.align`) with `refine=False`: the grid's argmax (one function
+  per `align_fn`, so the traced graph is reused)."""
+  return functools.partial(align_fn, refine=False)
+
+
 def run_alignment(embeddings, pairs, mode='fmap', symmetric=False, align_fn=None, batch_size=64,
-                  upsample=1, normalize=False, progress=True, odd_degree_weight=1.0):
+                  upsample=1, normalize=False, progress=True, odd_degree_weight=1.0,
+                  peaks='refined', upsample_method='spectral', normalize_method='spectral'):
   """The experiment on one set of pairs.
 
   Args:
@@ -178,6 +253,8 @@ def run_alignment(embeddings, pairs, mode='fmap', symmetric=False, align_fn=None
     align_fn, batch_size, upsample, normalize, progress: see `align_pairs`.
     odd_degree_weight: in 'fmap' mode, the student's maps are correlated with their odd degrees
       scaled by this (`degrees.weight_odd_degrees`); the teacher's maps are used as they are.
+    peaks, upsample_method, normalize_method: one of `PEAKS`, `UPSAMPLE_METHODS`,
+      `NORMALIZE_METHODS` (module docstring); `peaks` is ignored with an `align_fn`.
 
   Returns:
     dict with `stats` (see `summarize_errors`, plus `pairs_per_s`), and per-pair arrays `pairs`,
@@ -189,9 +266,21 @@ def run_alignment(embeddings, pairs, mode='fmap', symmetric=False, align_fn=None
   if mode not in embeddings:
     raise ValueError(f'mode "{mode}": the embeddings have no "{mode}" array '
                      f'(keys: {sorted(embeddings)})')
+  for what, value, choices in (('peaks', peaks, PEAKS),
+                               ('upsample_method', upsample_method, UPSAMPLE_METHODS),
+                               ('normalize_method', normalize_method, NORMALIZE_METHODS)):
+    if value not in choices:
+      raise ValueError(f'{what} must be one of {choices}, got {value!r}')
   maps = embeddings[mode]
   if mode == 'fmap' and odd_degree_weight != 1.0:
     maps = degrees.weight_odd_degrees(maps, odd_degree_weight).numpy()
+  if upsample_method == 'bicubic' and upsample > 1:  # align.m: imresize, then normalize
+    maps, upsample = resize_bicubic(maps, upsample), 1
+  if normalize and normalize_method == 'matrix_norm':
+    maps, normalize = matrix_norm_normalize(maps), False
+  if align_fn is None and peaks == 'argmax':
+    import correlation  # pylint: disable=g-import-not-at-top  (heavy tables, only when used)
+    align_fn = grid_argmax_align(correlation.align)
   start = time.perf_counter()
   estimated = align_pairs(maps, pairs, align_fn=align_fn, batch_size=batch_size,
                           upsample=upsample, normalize=normalize, progress=progress,

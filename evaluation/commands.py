@@ -48,11 +48,12 @@ def default_results_csv(embeddings_path, filename='results.csv'):
   return os.path.join(os.path.dirname(os.path.abspath(embeddings_path)), filename)
 
 
-def _pairs_for(data, kind, max_pairs, seed):
+def _pairs_for(data, kind, max_pairs, seed, enumeration='all', partner='same_class'):
   if max_pairs is None:
     max_pairs = DIFF_PAIRS_DEFAULT_MAX if kind == 'diff' else 0
   return pairs_lib.make_pairs(data['instance'], data['rot'], kind=kind, label=data.get('label'),
-                              max_pairs=max_pairs, seed=seed)
+                              max_pairs=max_pairs, seed=seed, enumeration=enumeration,
+                              partner=partner)
 
 
 def _pair_ids(data, pairs):
@@ -64,21 +65,27 @@ def _pair_ids(data, pairs):
 
 def align_command(embeddings_path, pair_kinds=('same',), modes=('fmap',), upsample=1,
                   normalize=False, symmetric=False, max_pairs=None, seed=0, results_csv=None,
-                  name=None, batch_size=64, progress=True, align_fn=None, odd_degree_weight=1.0):
+                  name=None, batch_size=64, progress=True, align_fn=None, odd_degree_weight=1.0,
+                  peaks='refined', upsample_method='spectral', normalize_method='spectral',
+                  pair_enumeration='all', diff_partner='same_class'):
   """The relative-pose experiment; returns (rows, printed markdown table). `odd_degree_weight`
-  scales the odd degrees of the student's (fmap) maps (see alignment.run_alignment)."""
+  scales the odd degrees of the student's (fmap) maps; `peaks`, `upsample_method` and
+  `normalize_method` choose between ours and align.m's (see alignment.run_alignment), and
+  `pair_enumeration`, `diff_partner` the pairs (pairs.make_pairs)."""
   data = load_embeddings(embeddings_path)
   results_csv = results_csv or default_results_csv(embeddings_path)
   out_dir = os.path.dirname(os.path.abspath(results_csv))
   label = run_name(embeddings_path, name, normalize, upsample, symmetric)
   rows, curves = [], {}
   for kind in pair_kinds:
-    pairs = _pairs_for(data, kind, max_pairs, seed)
+    pairs = _pairs_for(data, kind, max_pairs, seed, pair_enumeration, diff_partner)
     for mode in modes:
       run = alignment.run_alignment(data, pairs, mode=mode, symmetric=symmetric,
                                     align_fn=align_fn, batch_size=batch_size, upsample=upsample,
                                     normalize=normalize, progress=progress,
-                                    odd_degree_weight=odd_degree_weight)
+                                    odd_degree_weight=odd_degree_weight, peaks=peaks,
+                                    upsample_method=upsample_method,
+                                    normalize_method=normalize_method)
       row = dict(run['stats'], name=label, mode=mode, pairs=kind)
       results.append_row(results_csv, row, results.ALIGNMENT_HEADER)
       atomic_write_npz(pairs_record_path(out_dir, label, mode, kind),

@@ -4,7 +4,19 @@ Spherical maps `[N, 2B, 2B, C]` are averaged with the `sin(beta)` area weights o
 `geometry.area_weights` (normalised to mean 1), so every area of the sphere counts alike;
 images are averaged plainly. Every function returns one value per example, `[N]`, which the
 training loop averages over the global batch.
+
+Two ways to weigh a map loss by area (`AREA_WEIGHTINGS`, `student_task --area_weighting`):
+- 'loss' (ours, `map_loss`): the elementwise loss of the raw difference, averaged with the
+  normalised weights;
+- 'values' (the gist machc/spherical_embeddings, `weighted_values_loss`): its `embedding_loss`
+  multiplies target and prediction by the unnormalised `sin(beta)` (spherical-cnn's
+  `area_weights`) and takes the plain mean of the elementwise loss of the weighted values. The
+  quadratic part then weighs a pixel by `sin^2(beta)`, and the Huber knee sits at
+  `|d| = delta / sin(beta)`. The gist selects the loss with `losses[huber]`, a dictionary indexed
+  by the function `huber` (a KeyError as written); the evident intent is a key, and we take the
+  one our `--loss` names (default 'huber').
 """
+
 import math
 
 import numpy as np
@@ -13,8 +25,10 @@ import tensorflow as tf
 from correlation import sht
 from correlation import so3
 from geometry import area_weights
+from geometry import sphere_grid
 
 LOSSES = ('huber', 'l1', 'l2')
+AREA_WEIGHTINGS = ('loss', 'values')
 
 
 def huber(pred, target, delta):
@@ -59,9 +73,31 @@ def map_loss(pred, target, kind='huber', delta=1.0, spherical=True):
   return reduce(elementwise_loss(pred, target, kind, delta))
 
 
+def sine_colatitude(bandwidth):
+  """Unnormalised `sin(beta_j)` of the Driscoll-Healy rows, float64 `[2B]` (spherical-cnn's
+  `area_weights` factor; `geometry.area_weights` is the same divided by its mean)."""
+  return np.sin(sphere_grid(bandwidth)[0])
+
+
+def weighted_values_loss(pred, target, kind='huber', delta=1.0):
+  """Per-example loss `[N]` of the gist: the plain mean over the sphere and channels of the
+  elementwise loss between `sin(beta) pred` and `sin(beta) target` (module docstring).
+
+  Args:
+    pred, target: spherical maps `[N, 2B, 2B, C]` (rows are colatitudes).
+    kind, delta: as `elementwise_loss`.
+  """
+  if pred.shape.rank != 4 or pred.shape[1] != pred.shape[2]:
+    raise ValueError(f'weighted_values_loss expects maps [N, 2B, 2B, C], got shape {pred.shape}')
+  weights = tf.constant(sine_colatitude(pred.shape[1] // 2), pred.dtype)[:, None, None]
+  return image_mean(elementwise_loss(weights * pred, weights * tf.cast(target, pred.dtype), kind,
+                                     delta))
+
+
 def relative_error(pred, target, spherical=True, eps=1e-6):
-  """Per-example mean of `|p - t| / (|p| + |t| + eps)` `[N]` (in [0, 1]; 0 when equal), as in the
-  original code; area-weighted on spheres."""
+  """Per-example mean of `|p - t| / (|p| + |t| + eps)` `[N]` (in [0, 1]; 0 when equal);
+  area-weighted on spheres. The gist's `rel_err` is the plain mean with `eps = 1e-8`
+  (`spherical=False, eps=1e-8`)."""
   reduce = sphere_mean if spherical else image_mean
   return reduce(tf.abs(pred - target) / (tf.abs(pred) + tf.abs(target) + eps))
 

@@ -9,12 +9,15 @@ Semantics follow TensorFlow's official/resnet/resnet_model.py (v2 building block
 - the stride sits in the first block of a stage, whose shortcut is a 1x1 projection of the
   pre-activated input.
 
-Two changes, as in the paper's patched copy: the padding is explicit for every stride (the original
-used zero 'SAME' padding for stride 1), and its mode is pluggable:
+Two changes: the padding is explicit for every stride (official/resnet pads only strided
+convolutions through its `fixed_padding` and uses zero 'SAME' padding for stride 1; the gist
+machc/spherical_embeddings monkeypatches `fixed_padding` with reflect / circular padding and its
+README mentions "minor patches" that it does not show, so which convolutions it padded is not
+verifiable: docs/deviations.md), and its mode is pluggable:
 - 'reflect': numpy's reflect mode on both axes, for images;
 - 'spherical': circular along columns (longitude wraps around) and reflect along rows (colatitude),
   for maps `[N, 2B, 2B, C]` on the Driscoll-Healy grid;
-- 'zero': zeros, as in the original.
+- 'zero': zeros, as official/resnet's stride-1 'SAME' convolutions.
 Decoders upsample with transposed convolutions padded the same way (`Conv2DTransposeFixedPadding`).
 Everything is channels-last.
 """
@@ -29,6 +32,8 @@ PADDING_MODES = ('reflect', 'spherical', 'zero')
 # worse than predicting the mean map. 0.99 (~100 steps, the Keras default) keeps them in step.
 BATCH_NORM_MOMENTUM = 0.99
 BATCH_NORM_EPSILON = 1e-5
+# official/resnet's _BATCH_NORM_DECAY, which the gist's students use (recipe 'original').
+OFFICIAL_BATCH_NORM_MOMENTUM = 0.997
 
 
 def _check_mode(mode):
@@ -78,13 +83,13 @@ def variance_scaling():
                                             distribution='truncated_normal')
 
 
-def batch_norm(name=None, synchronized=True):
-  """Batch norm with the official ResNet's constants.
+def batch_norm(name=None, synchronized=True, momentum=BATCH_NORM_MOMENTUM):
+  """Batch norm with the official ResNet's epsilon and `momentum` (ours by default).
 
   `synchronized=True` computes batch statistics over the global batch under a distribution
   strategy, so training does not depend on how a batch is split across replicas.
   """
-  return keras.layers.BatchNormalization(momentum=BATCH_NORM_MOMENTUM, epsilon=BATCH_NORM_EPSILON,
+  return keras.layers.BatchNormalization(momentum=momentum, epsilon=BATCH_NORM_EPSILON,
                                          synchronized=synchronized, name=name)
 
 
@@ -190,31 +195,34 @@ def conv_fixed_padding(filters, kernel_size, strides, padding_mode, transpose=Fa
 
 
 def building_block_v2(x, filters, strides, padding_mode, projection=False, transpose=False,
-                      name='block'):
+                      name='block', bn_momentum=BATCH_NORM_MOMENTUM):
   """Pre-activation basic block: BN-ReLU-conv3x3(stride)-BN-ReLU-conv3x3, plus the shortcut.
 
   The shortcut is the identity, or with `projection` a 1x1 convolution of the pre-activated input
   with the block's stride (needed when the stride or the channel count changes). With `transpose`
-  the strided convolutions upsample instead of downsample. Functional: `x` is a Keras tensor.
+  the strided convolutions upsample instead of downsample. `bn_momentum`: of both batch norms.
+  Functional: `x` is a Keras tensor.
   """
   shortcut = x
-  x = batch_norm(name=f'{name}_bn1')(x)
+  x = batch_norm(name=f'{name}_bn1', momentum=bn_momentum)(x)
   x = keras.layers.ReLU(name=f'{name}_relu1')(x)
   if projection:
     shortcut = conv_fixed_padding(filters, 1, strides, padding_mode, transpose,
                                   name=f'{name}_projection')(x)
   x = conv_fixed_padding(filters, 3, strides, padding_mode, transpose, name=f'{name}_conv1')(x)
-  x = batch_norm(name=f'{name}_bn2')(x)
+  x = batch_norm(name=f'{name}_bn2', momentum=bn_momentum)(x)
   x = keras.layers.ReLU(name=f'{name}_relu2')(x)
   x = conv_fixed_padding(filters, 3, 1, padding_mode, name=f'{name}_conv2')(x)
   return keras.layers.Add(name=f'{name}_add')([x, shortcut])
 
 
-def block_layer(x, filters, num_blocks, strides, padding_mode, transpose=False, name='stage'):
+def block_layer(x, filters, num_blocks, strides, padding_mode, transpose=False, name='stage',
+                bn_momentum=BATCH_NORM_MOMENTUM):
   """A stage of `num_blocks` v2 blocks; the first has the stride and a projection shortcut
   (always, as in the official model)."""
   x = building_block_v2(x, filters, strides, padding_mode, projection=True, transpose=transpose,
-                        name=f'{name}_block0')
+                        name=f'{name}_block0', bn_momentum=bn_momentum)
   for i in range(1, num_blocks):
-    x = building_block_v2(x, filters, 1, padding_mode, name=f'{name}_block{i}')
+    x = building_block_v2(x, filters, 1, padding_mode, name=f'{name}_block{i}',
+                          bn_momentum=bn_momentum)
   return x

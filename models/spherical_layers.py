@@ -7,7 +7,7 @@ the convolution and up to sampling (aliasing of the nonlinearity) for the rest.
 - `SphericalConv`: spherical convolution with zonal filters, computed exactly in the spectral
   domain, `(f * h)_l^m = 2 pi sqrt(4 pi / (2l + 1)) f_l^m h_l^0`. In space this is
   `(f * h)(x) = 2 pi integral_{S^2} f(y) h(x . y) dy` (the `2 pi` is the integral over the rotations
-  about the filter's axis in the SO(3) definition of the original). The filter spectrum `h_l^0` of
+  about the filter's axis in the SO(3) definition of spherical-cnn). The filter spectrum `h_l^0` of
   each (input, output) channel pair is interpolated linearly over the degree `l` from a few anchor
   values: a smooth spectrum is a spatially localised filter, and the parameter count does not grow
   with the bandwidth. With `pool=True` the layer also performs spectral pooling: the coefficients
@@ -16,6 +16,9 @@ the convolution and up to sampling (aliasing of the nonlinearity) for the rest.
   the sphere (`sin(beta)` weights), so every region of the sphere counts alike.
 - `SphericalGlobalAveragePooling`: area-weighted mean over the sphere, `[N, 2B, 2B, C] -> [N, C]`;
   rotation invariant.
+- `WeightedAveragePooling`: spatial 2x2 pooling to bandwidth `B/2` that weighs each cell by its
+  area (`sin(beta)`), the default pooling of the spherical-cnn repository (`--pool=wap`; spectral
+  pooling is its option `--spectral_pool`, off in its params/model-64.txt).
 
 The harmonic transforms are `correlation.sht.forward / inverse` (orthonormal, Condon-Shortley
 phase, coefficients `[..., B (l), B (m >= 0), C]`): each convolution runs one forward and one
@@ -118,7 +121,7 @@ class SphericalConv(keras.layers.Layer):
     self.output_bandwidth = b // 2 if self.pool else b
     c_in = int(input_shape[-1])
     p = min(self.n_filter_params, b)
-    # Initialisation of the original: keeps the activations' scale through the layer, counting the
+    # Initialisation of spherical-cnn's sphconv: keeps the activations' scale through the layer, counting the
     # B degrees and C_in channels summed and the 2 pi gain of the SO(3) integral.
     stddev = 2.0 / (2 * np.pi * np.sqrt(b * c_in))
     self.anchors = self.add_weight(
@@ -195,3 +198,26 @@ class SphericalGlobalAveragePooling(keras.layers.Layer):
 
   def compute_output_shape(self, input_shape):
     return (input_shape[0], input_shape[-1])
+
+
+class WeightedAveragePooling(keras.layers.Layer):
+  """Area-weighted 2x2 average pooling: `[N, 2B, 2B, C] -> [N, B, B, C]`.
+
+  `out = avgpool_2x2(sin(beta) f) / sin(beta')`, with `beta` the colatitudes of the input grid and
+  `beta'` those of the output grid (both Driscoll-Healy, unnormalised sines): the spherical-cnn
+  repository's `wap` pooling (its `area_weights(avg_pool(area_weights(x)), invert=True)`, whose
+  maps are `[N, longitude, colatitude, C]`; ours are `[N, colatitude, longitude, C]`, so the sines
+  run along rows). Equivariant only approximately, like any spatial pooling.
+  """
+
+  def call(self, inputs):
+    b = map_bandwidth(inputs.shape, self.name)
+    if b % 2:
+      raise ValueError(f'{self.name}: pooling needs an even bandwidth, got B={b}')
+    fine = tf.constant(np.sin(grids.sphere_grid(b)[0]).reshape(1, -1, 1, 1), inputs.dtype)
+    coarse = tf.constant(np.sin(grids.sphere_grid(b // 2)[0]).reshape(1, -1, 1, 1), inputs.dtype)
+    pooled = tf.nn.avg_pool2d(inputs * fine, ksize=2, strides=2, padding='VALID')
+    return pooled / coarse
+
+  def compute_output_shape(self, input_shape):
+    return (input_shape[0], input_shape[1] // 2, input_shape[2] // 2, input_shape[3])

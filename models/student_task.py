@@ -11,9 +11,13 @@ Scaling (see `models.students`): the per-channel range of the teacher's embeddin
 on the first `--target_range_examples` training examples, stored in `model_dir/target_range.npz`
 (reused on resume) and in the model's weights, and maps targets to [0, 1] for the sigmoid output.
 
-Loss: `--loss` (huber with `--huber_delta`, l1 or l2) on the [0, 1]-scaled maps, area-weighted
-(sin(beta)) for embeddings, plain for images. Metric: `relative_error`
-`|p - t| / (|p| + |t| + eps)` on the same maps.
+Loss: `--loss` (huber with `--huber_delta`, l1 or l2) on the [0, 1]-scaled maps, plain for
+images; for embeddings area-weighted by `--area_weighting`: 'loss' (ours: the elementwise loss of
+the raw difference averaged with normalised sin(beta) weights) or 'values' (the gist's
+`embedding_loss`: the loss of sin(beta)-weighted prediction and target; `models.losses`). Metric:
+`relative_error` `|p - t| / (|p| + |t| + eps)` on the same maps (area-weighted with 'loss'; the
+gist's plain mean with 'values'). `--architecture` picks the encoder-decoder layout
+(`models.students`: 'ours' or the gist's).
 
 Degree loss (students only, `--degree_loss_weight` > 0): the map loss is ruled by the degrees that
 hold the teacher's energy (l = 0, 2, 4: 60-70% of it in the default preset's block3), while the
@@ -65,6 +69,11 @@ flags.DEFINE_integer('base_channels', 64, 'Channels of the largest feature maps.
 flags.DEFINE_integer('max_channels', 512, 'Cap on the channels of any feature map.')
 flags.DEFINE_integer('n_latent', 1024, 'Size of the 1-D bottleneck.')
 flags.DEFINE_enum('loss', 'huber', losses.LOSSES, 'Elementwise loss on the [0, 1]-scaled maps.')
+flags.DEFINE_enum('area_weighting', 'loss', list(losses.AREA_WEIGHTINGS),
+                  "How the embedding loss weighs area: 'loss' (normalised sin(beta) weights on "
+                  "the loss) or 'values' (the gist: sin(beta) on prediction and target).")
+flags.DEFINE_enum('architecture', 'ours', list(students.ARCHITECTURES),
+                  "Encoder-decoder layout: 'ours' or 'gist' (model.py of the gist).")
 flags.DEFINE_float('huber_delta', 0.1, 'Delta of the Huber loss (targets are in [0, 1]).')
 flags.DEFINE_bool('augment', False, 'Random brightness and contrast of the student input images.')
 flags.DEFINE_bool('inplane_rotations', True,
@@ -180,6 +189,7 @@ class StudentTask(training.Task):
       docstring; students only).
     embedder_turns, embedder_mirror: the symmetry average of the exported embedder
       (`models.embedder_export`; students only).
+    area_weighting: one of `losses.AREA_WEIGHTINGS` (module docstring).
   """
 
   def __init__(self, kind, load_split, teacher_dir, teacher_key='embedding', model_options=None,
@@ -187,7 +197,8 @@ class StudentTask(training.Task):
                cache_targets='', range_examples=256, range_file=None,
                student_embedder_dir=None, range_percentile=0.5, degree_loss_weight=0.0,
                degree_loss_degrees=(1, 2, 3, 4), embedder_turns=1, embedder_mirror=False,
-               pose_loss_weight=0.0, pose_loss_bandwidth=8, pose_loss_temperature=0.02):
+               pose_loss_weight=0.0, pose_loss_bandwidth=8, pose_loss_temperature=0.02,
+               area_weighting='loss'):
     if kind not in KINDS:
       raise ValueError(f'--model must be one of {KINDS} for the student task, got {kind!r}')
     if augment and kind != 'student':
@@ -204,6 +215,10 @@ class StudentTask(training.Task):
     self.student = (tf.saved_model.load(student_embedder_dir) if student_embedder_dir else None)
     self.model_options = dict(model_options or {})
     self.loss, self.huber_delta = loss, huber_delta
+    if area_weighting not in losses.AREA_WEIGHTINGS:
+      raise ValueError(f'--area_weighting must be one of {losses.AREA_WEIGHTINGS}, '
+                       f'got {area_weighting!r}')
+    self.area_weighting = area_weighting
     self.augment, self.cache_targets = augment, cache_targets
     self.inplane_rotations = inplane_rotations
     self.embedder_turns, self.embedder_mirror = embedder_turns, embedder_mirror
@@ -281,7 +296,7 @@ class StudentTask(training.Task):
       stats['degree_power'] = tf.reduce_mean(
           sht.degree_power(sht.forward(unit - mean_map)), axis=[0, 2]).numpy() / (4 * np.pi)
       stats['mean_loss'] = np.float32(tf.reduce_mean(
-          losses.map_loss(mean_map, unit, self.loss, self.huber_delta)).numpy())
+          self.map_loss(tf.constant(mean_map), tf.constant(unit), spherical=True)).numpy())
     if range_file:
       _save_npz_atomic(range_file, **stats)
     return stats
@@ -338,11 +353,21 @@ class StudentTask(training.Task):
       return pred, model.get_layer('target_range').to_unit(embedding)
     return model(embedding, training=training)['image'], batch['image']
 
+  def map_loss(self, pred, target, spherical):
+    """Per-example map loss `[N]` under `--loss` and, on spheres, `--area_weighting`."""
+    if spherical and self.area_weighting == 'values':
+      return losses.weighted_values_loss(pred, target, self.loss, self.huber_delta)
+    return losses.map_loss(pred, target, self.loss, self.huber_delta, spherical=spherical)
+
   def loss_and_metrics(self, model, batch, training):
     pred, target = self._predict(model, batch, training)
     spherical = self.kind == 'student'
-    loss = losses.map_loss(pred, target, self.loss, self.huber_delta, spherical=spherical)
-    metrics = {'relative_error': losses.relative_error(pred, target, spherical=spherical)}
+    loss = self.map_loss(pred, target, spherical)
+    if self.area_weighting == 'values':  # the gist's rel_err: a plain mean
+      error = losses.relative_error(pred, target, spherical=False, eps=1e-8)
+    else:
+      error = losses.relative_error(pred, target, spherical=spherical)
+    metrics = {'relative_error': error}
     if self.degree_weights is not None:
       metrics['degree_loss'] = losses.degree_loss(pred, target, self.degree_weights)
       loss += metrics['degree_loss']
@@ -400,7 +425,9 @@ def build_task(flags_values):
   return StudentTask(
       f.model, load_split, f.tgt_embed_dir, f.tgt_embed_key,
       model_options=dict(layers_per_block=f.layers_per_block, base_channels=f.base_channels,
-                         max_channels=f.max_channels, n_latent=f.n_latent),
+                         max_channels=f.max_channels, n_latent=f.n_latent,
+                         architecture=f.architecture),
+      area_weighting=f.area_weighting,
       loss=f.loss, huber_delta=f.huber_delta, augment=f.augment,
       inplane_rotations=f.inplane_rotations, range_percentile=f.target_range_percentile,
       cache_targets=f.cache_targets,

@@ -1,7 +1,25 @@
 """Students (image -> spherical embedding) and the synthesis model (spherical embedding -> image).
 
 Both are residual encoder-decoders with a 1-D bottleneck, built from the ResNet v2 pieces of
-`models.resnet_v2`:
+`models.resnet_v2`, in one of two layouts (`ARCHITECTURES`, `architecture=` of the builders).
+
+Layout 'gist' (recipe 'original'): the one of model.py in the gist machc/spherical_embeddings, with
+`base_channels` as its `initial_channels` (64 there) and `max_channels` (256 there):
+- encoder (`gist_encoder`), input `S x S`, `n = log2 S` steps: a 7x7 stride-2 stem with
+  `base_channels`, then for `i = 1 .. n-1` a stage of v2 blocks with `min(base * 2^i, max)`
+  channels, stride 1 for `i = 1` and 2 after (so the first stage already has twice the stem's
+  channels), down to 2x2; no batch norm or ReLU after the last stage; a 2x2 VALID convolution
+  with bias to the `1 x 1 x n_latent` bottleneck;
+- decoder (`gist_decoder`), output `S x S`, `n = log2 S - 2` levels with
+  `min(base * 2^(n-1-i), max)` channels: a 4x4 VALID stride-1 transposed convolution from 1x1
+  (+ batch norm + ReLU), then per level `i >= 1` a stage of stride-1 v2 blocks followed by a
+  separate 3x3 stride-2 transposed convolution (+ batch norm + ReLU), and a final linear 7x7
+  stride-2 transposed convolution with bias to the output channels, then the sigmoid.
+  The transposed convolutions pad as TensorFlow's 'SAME' (zeros, as slim's conv2d_transpose);
+  their batch norms are slim's (no scale, epsilon 1e-3, momentum 0.999), the v2 blocks' the
+  official ResNet's (momentum 0.997).
+
+Layout 'ours' (the default):
 - encoder: 7x7 stride-2 stem, then stages of v2 blocks (the first at the stem's resolution, each
   later one halving it) down to 2x2, a final BN-ReLU (pre-activation networks end with one), and a
   linear map of the 2x2 map to a `1 x 1 x n_latent` bottleneck;
@@ -31,6 +49,11 @@ import numpy as np
 import tensorflow as tf
 
 from models import resnet_v2
+
+ARCHITECTURES = ('ours', 'gist')
+# slim.batch_norm's defaults, on the gist decoder's transposed convolutions.
+SLIM_BATCH_NORM_MOMENTUM = 0.999
+SLIM_BATCH_NORM_EPSILON = 1e-3
 
 
 def check_power_of_two(value, name, minimum=1):
@@ -146,6 +169,68 @@ def decoder(z, out_size, out_channels, padding_mode, layers_per_block=2, base_ch
   return keras.layers.Activation('sigmoid', name=f'{name}_sigmoid')(x)
 
 
+def gist_encoder(x, padding_mode, layers_per_block=2, base_channels=64, max_channels=256,
+                 n_latent=1024, name='encoder'):
+  """The gist's residual encoder (module docstring): `[N, S, S, C]` (S a power of two >= 4) ->
+  bottleneck `[N, 1, 1, n_latent]`. Layer names: `{name}_stem`, `{name}_res_blockII`,
+  `{name}_bottleneck`."""
+  size = check_power_of_two(x.shape[1], f'{name} input size', minimum=4)
+  if x.shape[2] != size:
+    raise ValueError(f'{name} needs square inputs, got shape {x.shape}')
+  for i in range(int(np.log2(size))):
+    if i == 0:
+      x = resnet_v2.Conv2DFixedPadding(base_channels, 7, 2, padding_mode, name=f'{name}_stem')(x)
+    else:
+      x = resnet_v2.block_layer(x, min(base_channels * 2**i, max_channels), layers_per_block,
+                                1 if i == 1 else 2, padding_mode, name=f'{name}_res_block{i:02d}',
+                                bn_momentum=resnet_v2.OFFICIAL_BATCH_NORM_MOMENTUM)
+  return keras.layers.Conv2D(n_latent, 2, padding='valid', name=f'{name}_bottleneck')(x)
+
+
+def _slim_transposed(x, filters, kernel_size, strides, padding, name):
+  """slim.conv2d_transpose with batch norm and ReLU: no bias, 'SAME' zero padding or 'VALID'."""
+  x = keras.layers.Conv2DTranspose(filters, kernel_size, strides=strides, padding=padding,
+                                   use_bias=False, name=f'{name}_tconv')(x)
+  x = keras.layers.BatchNormalization(momentum=SLIM_BATCH_NORM_MOMENTUM,
+                                      epsilon=SLIM_BATCH_NORM_EPSILON, scale=False,
+                                      name=f'{name}_bn')(x)
+  return keras.layers.ReLU(name=f'{name}_relu')(x)
+
+
+def gist_decoder(z, out_size, out_channels, padding_mode, layers_per_block=2, base_channels=64,
+                 max_channels=256, name='decoder'):
+  """The gist's residual decoder (module docstring): bottleneck `[N, 1, 1, L]` -> sigmoid map
+  `[N, out_size, out_size, C_out]` (out_size a power of two >= 8). `padding_mode` pads the v2
+  blocks' convolutions. Layer names: `{name}_levelI_tconv|bn|relu`, `{name}_res_blockII`,
+  `{name}_output`."""
+  out_size = check_power_of_two(out_size, f'{name} output size', minimum=8)
+  if z.shape[1] != 1 or z.shape[2] != 1:
+    raise ValueError(f'{name} needs a 1x1 bottleneck, got shape {z.shape}')
+  levels = int(np.log2(out_size)) - 2
+  x = z
+  for i in range(levels):
+    filters = min(base_channels * 2**(levels - i - 1), max_channels)
+    if i == 0:
+      x = _slim_transposed(x, filters, 4, 1, 'valid', f'{name}_level0')
+    else:
+      x = resnet_v2.block_layer(x, filters, layers_per_block, 1, padding_mode,
+                                name=f'{name}_res_block{i:02d}',
+                                bn_momentum=resnet_v2.OFFICIAL_BATCH_NORM_MOMENTUM)
+      x = _slim_transposed(x, filters, 3, 2, 'same', f'{name}_level{i}')
+  x = keras.layers.Conv2DTranspose(out_channels, 7, strides=2, padding='same', use_bias=True,
+                                   name=f'{name}_output')(x)
+  return keras.layers.Activation('sigmoid', name=f'{name}_sigmoid')(x)
+
+
+def _layout(architecture):
+  """(encoder, decoder) functions of `architecture` in ARCHITECTURES."""
+  if architecture == 'ours':
+    return encoder, decoder
+  if architecture == 'gist':
+    return gist_encoder, gist_decoder
+  raise ValueError(f'--architecture must be one of {ARCHITECTURES}, got {architecture!r}')
+
+
 def _check_embedding_shape(embedding_shape):
   if len(embedding_shape) != 3 or embedding_shape[0] != embedding_shape[1]:
     raise ValueError(f'embedding shape must be [2B, 2B, C], got {tuple(embedding_shape)}')
@@ -155,19 +240,20 @@ def _check_embedding_shape(embedding_shape):
 
 def build_student(image_size=64, embedding_shape=(32, 32, 16), image_channels=1,
                   layers_per_block=2, base_channels=64, max_channels=512, n_latent=1024,
-                  name='student'):
+                  architecture='ours', name='student'):
   """Student: images `[N, S, S, image_channels]` in [0, 1] -> a dict of
   `embedding_unit` (sigmoid output `[N, 2B, 2B, C]` in [0, 1]), `embedding` (the same in the
   teacher's units, through the model's `target_range` layer) and `latent` `[N, n_latent]`.
 
   `embedding_shape` is the teacher's embedding `[2B, 2B, C]`. Image padding is reflect, embedding
-  padding spherical.
+  padding spherical. `architecture`: 'ours' or 'gist' (module docstring; 'gist' needs 2B >= 8).
   """
+  encode, decode = _layout(architecture)
   image_size = check_power_of_two(image_size, 'image size', minimum=4)
   height, _, channels = _check_embedding_shape(embedding_shape)
   images = keras.Input((image_size, image_size, image_channels), name='image')
-  z = encoder(images, 'reflect', layers_per_block, base_channels, max_channels, n_latent)
-  unit = decoder(z, height, channels, 'spherical', layers_per_block, base_channels, max_channels)
+  z = encode(images, 'reflect', layers_per_block, base_channels, max_channels, n_latent)
+  unit = decode(z, height, channels, 'spherical', layers_per_block, base_channels, max_channels)
   teacher_units = AffineRange(channels, 'from_unit', name='target_range')(unit)
   latent = keras.layers.Flatten(name='latent')(z)
   return keras.Model(images, {'embedding_unit': unit, 'embedding': teacher_units,
@@ -176,20 +262,23 @@ def build_student(image_size=64, embedding_shape=(32, 32, 16), image_channels=1,
 
 def build_synthesis(embedding_shape=(32, 32, 16), image_size=64, image_channels=1,
                     layers_per_block=2, base_channels=64, max_channels=512, n_latent=1024,
-                    name='synthesis'):
+                    architecture='ours', name='synthesis'):
   """Synthesis: embeddings `[N, 2B, 2B, C]` in the teacher's units -> a dict of `image`
   `[N, S, S, image_channels]` in [0, 1] and `latent` `[N, n_latent]`.
 
   The input goes through the model's `input_range` layer (to [0, 1]) before a spherical encoder;
-  the decoder pads images by reflection. 2B must be at least 4.
+  the decoder pads images by reflection. 2B must be at least 4. `architecture`: 'ours' or 'gist'
+  (module docstring; the gist has no synthesis model, and README.org says its models are all such
+  encoder-decoders, so 'gist' uses its encoder and decoder here too).
   """
+  encode, decode = _layout(architecture)
   height, _, channels = _check_embedding_shape(embedding_shape)
   check_power_of_two(height, 'embedding size 2B', minimum=4)
   image_size = check_power_of_two(image_size, 'image size', minimum=2)
   embeddings = keras.Input((height, height, channels), name='embedding')
   x = AffineRange(channels, 'to_unit', name='input_range')(embeddings)
-  z = encoder(x, 'spherical', layers_per_block, base_channels, max_channels, n_latent)
-  image = decoder(z, image_size, image_channels, 'reflect', layers_per_block, base_channels,
-                  max_channels)
+  z = encode(x, 'spherical', layers_per_block, base_channels, max_channels, n_latent)
+  image = decode(z, image_size, image_channels, 'reflect', layers_per_block, base_channels,
+                 max_channels)
   latent = keras.layers.Flatten(name='latent')(z)
   return keras.Model(embeddings, {'image': image, 'latent': latent}, name=name)

@@ -9,16 +9,25 @@ maps spherical maps `[N, 2B, 2B, C_in]` to a dict:
   channels of all branches concatenated (branch 0 first); every one is equivariant:
   `block_i(R . f) = R . block_i(f)` up to the aliasing of the nonlinearities;
 - `embedding`: the default target map for the students, one of the blocks (`embedding_block`);
-- `aux_logits [N, K]` (with `aux_classifier=True`): the original's extra classifier on the last
+- `aux_logits [N, K]` (with `aux_classifier=True`): spherical-cnn's extra classifier on the last
   branch's half of the descriptor, an auxiliary loss that keeps that branch discriminative.
 
-Architecture (the original's defaults, every choice an option of `build_teacher`): one branch per
-input channel (the ray-cast distance and the normal-derived channel see different filters); every
-branch has 8 blocks of [spherical conv -> area-weighted batch norm (no scale) -> PReLU] with
-16, 16, 32, 32, 64, 64, 128, 128 filters and 8 filter anchors per channel pair; blocks 3, 5 and 7
-pool spectrally (bandwidth 32 -> 16 -> 8 -> 4); at those blocks branch 0 also receives the other
-branches' maps (concatenated on channels) as input. The descriptor of the concatenated last maps
-feeds one dense layer (no hidden fully connected layer).
+Architecture (every choice an option of `build_teacher`): one branch per input channel (the
+ray-cast distance and the normal-derived channel see different filters); every branch has 8 blocks
+of [spherical conv -> batch norm (no scale) -> PReLU] with 16, 16, 32, 32, 64, 64, 128, 128 filters
+and 8 filter anchors per channel pair; blocks 3, 5 and 7 halve the bandwidth (32 -> 16 -> 8 -> 4);
+at those blocks branch 0 also receives the other branches' maps (concatenated on channels) as
+input. The descriptor of the concatenated last maps feeds one dense layer (no hidden fully
+connected layer). So far as the spherical-cnn repository's params/model-64.txt. Two choices
+differ between the repository's defaults and ours (docs/deviations.md):
+
+- pooling: the repository pools after the block's nonlinearity with area-weighted 2x2 average
+  pooling (`pooling='wap'`, its default `--pool=wap`; `--spectral_pool` is off in model-64.txt);
+  ours by default truncates the spectrum inside the convolution (`pooling='spectral'`), exactly
+  equivariant;
+- batch norm: the repository's is plain `tf.layers.batch_normalization(scale=False)` (pixel
+  statistics, momentum 0.99; `batch_norm_area_weighted=False`); ours by default weighs the
+  statistics by area (`spherical_layers.SphericalBatchNormalization`), momentum 0.9.
 
 The default embedding is `block4`: at `B=32` input a `32 x 32 x 64` map (bandwidth 16). Bandwidth 16
 is the finest resolution after the first pooling, which is what relative pose needs: an SO(3)
@@ -42,6 +51,7 @@ from models import spherical_layers
 DEFAULT_FILTERS = (16, 16, 32, 32, 64, 64, 128, 128)
 DEFAULT_POOL_BLOCKS = (3, 5, 7)
 DEFAULT_EMBEDDING_BLOCK = 'block4'
+POOLINGS = ('spectral', 'wap')
 
 
 def block_name(index):
@@ -63,7 +73,8 @@ def teacher_block_bandwidths(bandwidth=32, num_blocks=len(DEFAULT_FILTERS),
 def build_teacher(bandwidth=32, in_channels=2, num_classes=None, *, filters=DEFAULT_FILTERS,
                   pool_blocks=DEFAULT_POOL_BLOCKS, concat_blocks=None, split_channels=True,
                   n_filter_params=8, batch_norm=True, batch_norm_momentum=0.9, aux_classifier=True,
-                  embedding_block=DEFAULT_EMBEDDING_BLOCK, weight_decay=0.0, name='teacher'):
+                  embedding_block=DEFAULT_EMBEDDING_BLOCK, weight_decay=0.0, pooling='spectral',
+                  batch_norm_area_weighted=True, name='teacher'):
   """Builds the spherical CNN teacher (see the module docstring).
 
   Args:
@@ -71,24 +82,31 @@ def build_teacher(bandwidth=32, in_channels=2, num_classes=None, *, filters=DEFA
     in_channels: channels of the input maps.
     num_classes: number of classes (required).
     filters: output channels of every block of every branch; its length is the number of blocks.
-    pool_blocks: 1-based blocks that halve the bandwidth (spectral pooling).
+    pool_blocks: 1-based blocks that halve the bandwidth.
     concat_blocks: 1-based blocks whose branch 0 input is the concatenation of all branches
-      (default: the pooling blocks, as in the original).
-    split_channels: one branch per input channel (the original); False: a single branch.
+      (default: the pooling blocks, as in spherical-cnn's model-64.txt).
+    split_channels: one branch per input channel (spherical-cnn's two_branch); False: one branch.
     n_filter_params: filter anchors over the degrees per (input, output) channel pair.
-    batch_norm: area-weighted batch norm after every convolution (then the conv has no bias).
-    batch_norm_momentum: momentum of the moving statistics used at inference. 0.9 rather than the
-      original's 0.99: the statistics then follow the changing weights within ~10 steps, where 0.99
+    batch_norm: batch norm after every convolution (then the conv has no bias).
+    batch_norm_momentum: momentum of the moving statistics used at inference. 0.9 rather than
+      spherical-cnn's 0.99 (TensorFlow's default): the statistics then follow the changing weights within ~10 steps, where 0.99
       lags ~100 steps behind, which ruins inference after short runs (measured on the procedural
       default at batch 16, test accuracy after 240 steps: 25% with 0.99, 91% with 0.9).
     aux_classifier: also output `aux_logits` from the last branch's descriptor (needs 2+ branches).
     embedding_block: the block returned as `embedding`, e.g. `block4`.
     weight_decay: L2 factor on the filter anchors (a `model.losses` term); 0 disables.
+    pooling: 'spectral' (the convolution of a pooling block truncates to bandwidth B/2) or 'wap'
+      (spherical-cnn's default: full-bandwidth convolution, batch norm and PReLU, then
+      `spherical_layers.WeightedAveragePooling`).
+    batch_norm_area_weighted: area-weighted statistics (`SphericalBatchNormalization`) or, False,
+      plain Keras batch norm over pixels (spherical-cnn's).
     name: the model's name.
 
   Returns:
     A built functional `keras.Model` returning the dict of the module docstring.
   """
+  if pooling not in POOLINGS:
+    raise ValueError(f'build_teacher: pooling must be one of {POOLINGS}, got {pooling!r}')
   if num_classes is None or int(num_classes) != num_classes or num_classes < 1:
     raise ValueError(f'build_teacher: num_classes must be a positive integer, got {num_classes!r}')
   if int(in_channels) != in_channels or in_channels < 1:
@@ -130,14 +148,18 @@ def build_teacher(bandwidth=32, in_channels=2, num_classes=None, *, filters=DEFA
       inputs[0] = concat(branches, f'concat{i}')
     for b in range(num_branches):
       suffix = f'{i}_branch{b}' if num_branches > 1 else f'{i}'
+      spectral_pool = pooling == 'spectral' and i in pool_blocks
       x = spherical_layers.SphericalConv(
-          num_filters, n_filter_params=n_filter_params, pool=i in pool_blocks,
+          num_filters, n_filter_params=n_filter_params, pool=spectral_pool,
           use_bias=not batch_norm, kernel_regularizer=regularizer, name=f'conv{suffix}')(inputs[b])
       if batch_norm:
-        x = spherical_layers.SphericalBatchNormalization(
-            scale=False, momentum=batch_norm_momentum, name=f'bn{suffix}')(x)
+        norm = (spherical_layers.SphericalBatchNormalization if batch_norm_area_weighted
+                else keras.layers.BatchNormalization)
+        x = norm(scale=False, momentum=batch_norm_momentum, name=f'bn{suffix}')(x)
       x = keras.layers.PReLU(alpha_initializer=keras.initializers.Constant(0.1),
                              shared_axes=[1, 2], name=f'prelu{suffix}')(x)
+      if pooling == 'wap' and i in pool_blocks:
+        x = spherical_layers.WeightedAveragePooling(name=f'pool{suffix}')(x)
       branches[b] = x
     outputs[block_name(i)] = concat(branches, block_name(i))
 
@@ -159,7 +181,8 @@ def build_teacher(bandwidth=32, in_channels=2, num_classes=None, *, filters=DEFA
       'n_filter_params': int(n_filter_params), 'batch_norm': bool(batch_norm),
       'batch_norm_momentum': float(batch_norm_momentum),
       'aux_classifier': bool(aux_classifier), 'embedding_block': embedding_block,
-      'weight_decay': float(weight_decay)}
+      'weight_decay': float(weight_decay), 'pooling': pooling,
+      'batch_norm_area_weighted': bool(batch_norm_area_weighted)}
   return model
 
 

@@ -10,9 +10,9 @@ map of the shape under the example's Haar-random rotation) and `label`. Every vi
 a differently rotated copy, so the classifier learns from SO(3)-rotated inputs.
 
 Loss: softmax cross-entropy of `logits`, plus `teacher_aux_loss_weight` times that of `aux_logits`
-(the original's extra loss on the last branch). Metrics: `accuracy`, `cross_entropy`.
+(spherical-cnn's `--extra_loss` on the last branch). Metrics: `accuracy`, `cross_entropy`.
 
-The original schedule over 48 epochs: learning rate 1e-3, then 2e-4 from epoch 32 and 4e-5 from
+spherical-cnn's schedule (params/training.txt) over 48 epochs: learning rate 1e-3, then 2e-4 from epoch 32 and 4e-5 from
 epoch 40; with E steps per epoch:
 `--max_steps=48E --lr_boundaries=32E,40E --lr_values=1e-3,2e-4,4e-5` (e.g. E=80 for the procedural
 default, 1280 training examples, at `--batch_size=16`).
@@ -30,16 +30,22 @@ flags.DEFINE_list('teacher_pool_blocks', [str(i) for i in teacher.DEFAULT_POOL_B
 flags.DEFINE_integer('teacher_n_filter_params', 8,
                      'Teacher: filter anchors over the degrees per channel pair.')
 flags.DEFINE_bool('teacher_split_channels', True,
-                  'Teacher: one branch per input channel (the original two-branch model).')
+                  'Teacher: one branch per input channel (spherical-cnn\'s two_branch model).')
 flags.DEFINE_bool('teacher_batch_norm', True, 'Teacher: area-weighted batch norm in every block.')
 flags.DEFINE_float('teacher_batch_norm_momentum', 0.9,
-                   'Teacher: momentum of the batch norm moving statistics (original: 0.99).')
+                   'Teacher: momentum of the batch norm moving statistics (spherical-cnn: 0.99).')
 flags.DEFINE_string('teacher_embedding_block', teacher.DEFAULT_EMBEDDING_BLOCK,
                     'Teacher: the block exported as the default `embedding` (e.g. block4).')
 flags.DEFINE_float('teacher_aux_loss_weight', 1.0,
                    'Teacher: weight of the auxiliary classifier loss on the last branch '
                    '(0 removes the auxiliary classifier).')
 flags.DEFINE_float('teacher_weight_decay', 0.0, 'Teacher: L2 factor on the filter anchors.')
+flags.DEFINE_enum('teacher_pooling', 'spectral', list(teacher.POOLINGS),
+                  "Teacher: 'spectral' truncates the spectrum in the pooling blocks' convolution; "
+                  "'wap' pools 2x2 with area weights after the block (spherical-cnn's default).")
+flags.DEFINE_bool('teacher_batch_norm_area_weighted', True,
+                  "Teacher: area-weighted batch norm statistics; false: plain batch norm "
+                  "(spherical-cnn's).")
 flags.DEFINE_integer('teacher_shuffle_buffer', 2048, 'Teacher: examples in the shuffle buffer.')
 
 
@@ -137,6 +143,8 @@ def model_options_from_flags(flag_values):
       'batch_norm_momentum': flag_values.teacher_batch_norm_momentum,
       'embedding_block': flag_values.teacher_embedding_block,
       'weight_decay': flag_values.teacher_weight_decay,
+      'pooling': flag_values.teacher_pooling,
+      'batch_norm_area_weighted': flag_values.teacher_batch_norm_area_weighted,
   }
 
 

@@ -2,19 +2,29 @@
 
   tiny     seconds-scale, for tests: B=8 spheres, 16 px views, a handful of steps, tiny models.
   default  the bundled procedural shapes in about 60 minutes on a 2-core CPU (the README command).
-  paper    the GPU settings of the paper's scale: 64 px views, B=32 spheres, the original teacher
-           (two branches, 16..128 filters, embedding block4) trained 48 epochs with the original
-           learning-rate drops; larger students. Documented here, never run in tests.
+  paper    the GPU settings of the paper's scale: 64 px views, B=32 spheres, spherical-cnn's
+           model-64 teacher layout (two branches, 16..128 filters; embedding block4, our choice)
+           trained 48 epochs with its learning-rate drops; larger students. Run in tests only for
+           a few steps (tests/test_paper_smoke.py, slow).
+
+Recipes (`main.py --recipe=NAME`, `RECIPES`), orthogonal to the presets: 'ours' (the default) is
+the preset as it stands; 'original' replaces every setting that the original code fixes with its
+value (`ORIGINAL`, per preset `ORIGINAL_PER_PRESET`): the gist machc/spherical_embeddings' student
+layout and loss, the spherical-cnn repository's teacher defaults, no pose or degree loss, no
+in-plane turns, the plain embedder, and the MATLAB experiment's semantics in the evaluation. Widths
+scale with the preset: the gist's `initial_channels` (64) is the preset's `base_channels` and its
+`max_channels` the preset's, except that `paper` takes the gist's 256 where ours has 512.
+docs/deviations.md lists every setting against the original files.
 
 Every preset is a flat dict with the keys of `KEYS`. Learning-rate drops are given as fractions
 of the run (`*_lr_drops`), so changing the number of steps keeps the schedule's shape; the
-teacher's default (1e-3, then 2e-4 at 2/3 and 4e-5 at 5/6 of the steps) is the original's
-32/48 and 40/48 epochs.
+teacher's default (1e-3, then 2e-4 at 2/3 and 4e-5 at 5/6 of the steps) is spherical-cnn's
+params/training.txt: 32/48 and 40/48 epochs.
 """
 
 ORIGINAL_LR = (1e-3, 2e-4, 4e-5)
 ORIGINAL_DROPS = (32 / 48, 40 / 48)
-STUDENT_LR = (3e-4, 6e-5, 1.2e-5)  # the original's drops by 5, from a lower start (see 'default')
+STUDENT_LR = (3e-4, 6e-5, 1.2e-5)  # spherical-cnn's drops by 5, from a lower start (see 'default')
 
 _COMMON = dict(
     views_per_instance=8,
@@ -37,6 +47,17 @@ _COMMON = dict(
     # Relative pose from the student's maps correlates them with their odd degrees doubled
     # (evaluate.py --odd_degree_weight): chosen among 1-6 on held-out shapes (see README).
     odd_degree_weight=2.0,
+    # Recipe switches (the values of 'ours'; RECIPES / ORIGINAL below).
+    student_architecture='ours',    # models.students: 'ours' | 'gist'
+    area_weighting='loss',          # models.losses: 'loss' | 'values' (the gist's)
+    inplane_rotations=True,         # models.student_task: random turns about the camera axis
+    teacher_pooling='spectral',     # models.teacher: 'spectral' | 'wap' (spherical-cnn's)
+    teacher_batch_norm_area_weighted=True,
+    teacher_batch_norm_momentum=0.9,
+    # Relative pose (evaluate.py): refined top-4 peaks, every pair of views of an instance,
+    # different instances of one class, spectral upsampling.
+    peaks='refined', pair_enumeration='all', diff_partner='same_class',
+    upsample_method='spectral',
 )
 
 PRESETS = {
@@ -117,21 +138,52 @@ PRESETS = {
 
 KEYS = tuple(sorted(PRESETS['default']))
 
+RECIPES = ('ours', 'original')
+# What the original code fixes (docs/deviations.md). Learning rates: the gist's train.py takes them
+# as flags without giving values; spherical-cnn's schedule (1e-3, 2e-4, 4e-5 at 32/48 and 40/48)
+# is the one the sources give, used for every model.
+ORIGINAL = dict(
+    student_architecture='gist', area_weighting='values', inplane_rotations=False,
+    degree_loss_weight=0.0, pose_loss_weight=0.0,
+    embedder_turns=1, embedder_mirror=False,
+    student_lr=ORIGINAL_LR, student_lr_drops=ORIGINAL_DROPS,
+    synthesis_lr=ORIGINAL_LR, synthesis_lr_drops=ORIGINAL_DROPS,
+    teacher_lr=ORIGINAL_LR, teacher_lr_drops=ORIGINAL_DROPS,
+    teacher_pooling='wap', teacher_batch_norm_area_weighted=False,
+    teacher_batch_norm_momentum=0.99,
+    # run_alignment_experiment.m / align.m / spherical_correlation.m.
+    # run_alignment_experiment.m's default normalize=false: maps correlated as they are.
+    odd_degree_weight=1.0, peaks='argmax', pair_enumeration='first_view', diff_partner='random',
+    upsample_method='bicubic',
+)
+ORIGINAL_PER_PRESET = {
+    # The gist's max_channels default (256); spherical-cnn's training.txt: batch 16, 48 epochs of
+    # the paper preset's 51200 training spheres.
+    'paper': dict(max_channels=256, teacher_batch_size=16, teacher_steps=48 * 3200),
+}
 
-def resolve(name, overrides=None):
-  """The settings of preset `name` with `overrides` (a dict; None values are ignored) applied.
+
+def resolve(name, overrides=None, recipe='ours'):
+  """The settings of preset `name` under `recipe`, with `overrides` (a dict; None values are
+  ignored) applied last. The result has the keys of `KEYS` plus `recipe`.
 
   Raises:
-    ValueError naming the preset or the unknown key.
+    ValueError naming the preset, the recipe or the unknown key.
   """
   if name not in PRESETS:
     raise ValueError(f'--preset must be one of {sorted(PRESETS)}, got {name!r}')
+  if recipe not in RECIPES:
+    raise ValueError(f'--recipe must be one of {list(RECIPES)}, got {recipe!r}')
   settings = dict(PRESETS[name])
+  if recipe == 'original':
+    settings.update(ORIGINAL)
+    settings.update(ORIGINAL_PER_PRESET.get(name, {}))
   for key, value in (overrides or {}).items():
     if key not in settings:
       raise ValueError(f'unknown setting {key!r}; the settings are {list(KEYS)}')
     if value is not None:
       settings[key] = value
+  settings['recipe'] = recipe
   return settings
 
 
@@ -148,3 +200,37 @@ def lr_schedule(values, drops, steps):
       boundaries.append(step)
       kept.append(value)
   return boundaries, kept
+
+
+# The recipe switches as program flags: (setting, program flag, models it applies to). A flag is
+# passed only where the setting differs from recipe 'ours', so the command lines of 'ours' (and the
+# stage records that hold them) stay as they were.
+_TRAIN_SWITCHES = (
+    ('teacher_pooling', 'teacher_pooling', ('teacher',)),
+    ('teacher_batch_norm_area_weighted', 'teacher_batch_norm_area_weighted', ('teacher',)),
+    ('teacher_batch_norm_momentum', 'teacher_batch_norm_momentum', ('teacher',)),
+    ('student_architecture', 'architecture', ('student', 'synthesis')),
+    ('area_weighting', 'area_weighting', ('student',)),
+    ('inplane_rotations', 'inplane_rotations', ('student', 'synthesis')),
+)
+_ALIGN_SWITCHES = (('peaks', 'peaks'), ('pair_enumeration', 'pair_enumeration'),
+                   ('diff_partner', 'diff_partner'), ('upsample_method', 'upsample_method'))
+
+
+def _flag_value(value):
+  return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def recipe_train_flags(settings, model):
+  """train.py flags of the recipe switches of `settings` for `model` (teacher, student or
+  synthesis) that differ from recipe 'ours': a list of '--flag=value'."""
+  ours = _COMMON
+  return [f'--{flag}={_flag_value(settings[key])}' for key, flag, models in _TRAIN_SWITCHES
+          if model in models and settings.get(key, ours[key]) != ours[key]]
+
+
+def recipe_align_flags(settings):
+  """evaluate.py (align) flags of the recipe switches of `settings` that differ from 'ours'."""
+  ours = _COMMON
+  return [f'--{flag}={_flag_value(settings[key])}' for key, flag in _ALIGN_SWITCHES
+          if settings.get(key, ours[key]) != ours[key]]

@@ -106,7 +106,7 @@ def train_args(job, model):
              f'--pose_loss_temperature={s["pose_loss_temperature"]}',
              f'--embedder_turns={s["embedder_turns"]}',
              f'--embedder_mirror={str(bool(s["embedder_mirror"])).lower()}']
-  return args
+  return args + presets.recipe_train_flags(s, model)
 
 
 def _train_settings(job, model):
@@ -220,6 +220,8 @@ def _eval_upstream(job, *stages):
 def _align_settings(job):
   return {'upsample': list(job.settings['upsample']), 'max_pairs': job.settings['eval_max_pairs'],
           'odd_degree_weight': job.settings['odd_degree_weight'],
+          **({'recipe_flags': presets.recipe_align_flags(job.settings)}
+             if presets.recipe_align_flags(job.settings) else {}),
           'upstream': _eval_upstream(job, 'embeddings')}
 
 
@@ -245,6 +247,7 @@ def run_align(job):
           'evaluate.py', f'--embeddings={_embeddings_path(job)}', f'--pairs={_join(kinds)}',
           '--mode=target,fmap', f'--upsample={upsample}', f'--max_pairs={settings["max_pairs"]}',
           f'--odd_degree_weight={settings["odd_degree_weight"]}',
+          *settings.get('recipe_flags', ()),
           f'--results_csv={csv}', '--progress=false'], _log(job, 'relative_pose'),
           show=_show_eval)
 
@@ -420,7 +423,8 @@ def results_markdown(job):
   for row in align_rows:
     row['upsample'] = _upsample_of(row['name'])
   _add_flip_tolerant_medians(job, align_rows)
-  lines = [f'# Results ({job.preset_name} preset, test split: unseen instances)', '',
+  lines = [f'# Results ({job.preset_name} preset, recipe '
+           f"{job.settings.get('recipe', 'ours')}, test split: unseen instances)", '',
            f'Data: {json.dumps(_data_config(job))}', '',
            '## Relative pose (angular error in degrees)', '',
            results_lib.markdown_table(
