@@ -316,9 +316,11 @@ def compiled_step(step_fn, options):
   """`step_fn(f, g, **dict(options))` as one XLA-compiled tf.function, built once per (fn, options).
 
   XLA fuses the many small reshuffles of a step into a few loops: twice as fast as running them op by
-  op (B = 32, C = 32). Inside a caller's own XLA cluster it is simply inlined.
+  op (B = 32, C = 32). Inside a caller's own XLA cluster it is simply inlined. No AutoGraph: the steps
+  use tf.cond / tf.while_loop themselves, and converting their source took most of a first call
+  (seconds; see benchmarks/README.md).
   """
-  return tf.function(lambda f, g: step_fn(f, g, **dict(options)), jit_compile=True)
+  return tf.function(lambda f, g: step_fn(f, g, **dict(options)), jit_compile=True, autograph=False)
 
 
 @functools.lru_cache(maxsize=None)
@@ -347,7 +349,7 @@ def stepped(step_fn, options, output_dtypes, step, input_specs):
     return tuple(tf.reshape(o, tf.concat([[padded], tf.shape(o)[2:]], 0))[:count] for o in outputs)
 
   specs = [tf.TensorSpec([None, *shape], dtype) for shape, dtype in input_specs]
-  return tf.function(run, input_signature=specs)
+  return tf.function(run, input_signature=specs, autograph=False)
 
 
 def map_steps(step_fn, inputs, output_dtypes, step, **options):
@@ -412,7 +414,7 @@ def _compiled_pairs(step_fn, options, batch_shape):
   pair)."""
   step = compiled_step(step_fn, options)  # inlined: one XLA call in all
   return tf.function(lambda f, g: step(_flatten_pairs(f, batch_shape), _flatten_pairs(g, batch_shape)),
-                     jit_compile=True)
+                     jit_compile=True, autograph=False)
 
 
 def _flatten_pairs(maps, batch_shape):
@@ -522,3 +524,4 @@ def evaluate(coefficients, angles):
   hess = tf.stack([tf.stack([h_aa, h_ab, h_ag], -1), tf.stack([h_ab, h_bb, h_bg], -1),
                    tf.stack([h_ag, h_bg, h_gg], -1)], -2)
   return value, grad, hess
+
