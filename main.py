@@ -34,6 +34,8 @@ import tensorflow_datasets as tfds
 from datasets import builders
 from datasets import contact_sheet
 from datasets import raycast
+from pipeline import cli
+from pipeline import locks
 from pipeline import presets
 from pipeline import runner
 from pipeline import stages as pipeline_stages
@@ -112,12 +114,8 @@ class Stage:
 
 def build_dataset(job):
   builder = job.builder()
-  mode = (tfds.download.GenerateMode.FORCE_REDOWNLOAD if job.force
-          else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
   start = time.time()
-  builder.download_and_prepare(
-      download_dir=os.path.join(job.data_dir, 'downloads'),
-      download_config=tfds.download.DownloadConfig(download_mode=mode))
+  builders.prepare(builder, force=job.force, download_dir=os.path.join(job.data_dir, 'downloads'))
   job.build_seconds = time.time() - start
 
 
@@ -173,12 +171,17 @@ STAGES = (
 )
 
 
-def run_stages(job, names=None):
-  """Runs the stages `names` (default: all) in pipeline order, skipping complete ones."""
+def check_stage_names(names):
+  """Raises InputError unless every name in `names` (None: all) is a stage."""
   known = [s.name for s in STAGES]
   unknown = sorted(set(names or ()) - set(known))
   if unknown:
-    raise ValueError(f'--stages: unknown stages {unknown}; the stages are {known}')
+    raise cli.InputError(f'--stages: unknown stages {unknown}; the stages are {known}')
+
+
+def run_stages(job, names=None):
+  """Runs the stages `names` (default: all) in pipeline order, skipping complete ones."""
+  check_stage_names(names)
   job_start = time.time()
   for stage in STAGES:
     if names and stage.name not in names:
@@ -209,7 +212,8 @@ def summary_table(job):
     return f'No data set built yet in {job.data_dir}.'
   summary = builders.build_summary(builder)
   splits = list(summary)
-  labels = builder.info.features['label'].names
+  # The categories and counts of what was built (the build's own records), not of the folder now.
+  labels = builders.built_labels(builder)
   lines = [f'Data set {builder.name}/{builder.builder_config.name} in {builder.data_dir}',
            f'{"category":<16}' + ''.join(f'{s + " examples":>18}' for s in splits)]
   for label in labels:
@@ -220,6 +224,7 @@ def summary_table(job):
   failures = [f for s in splits for f in summary[s]['failures']]
   lines.append(f'Failed meshes: {len(failures)}')
   lines += [f'  {f["instance"]} ({f["origin"]}): {f["reason"]}' for f in failures]
+  lines += builders.build_warnings(builder)
   generation = sum(summary[s]['seconds'] for s in splits)
   total = sum(summary[s]['examples'] for s in splits)
   if generation > 0:
@@ -229,6 +234,32 @@ def summary_table(job):
     lines.append(f'Build with TFDS writing: {job.build_seconds:.1f} s '
                  f'({total / job.build_seconds:.0f} examples/s)')
   return '\n'.join(lines)
+
+
+# Settings that must be positive integers (steps, batch sizes, sizes).
+_POSITIVE_SETTINGS = ('views_per_instance', 'instances_per_category', 'bandwidth', 'image_size',
+                      'teacher_steps', 'student_steps', 'synthesis_steps', 'teacher_batch_size',
+                      'student_batch_size', 'embedder_turns', 'checkpoint_every', 'summary_every')
+
+
+def check_settings(settings):
+  """Raises InputError unless the resolved settings can run every stage: positive counts, views
+  the students take (a power of two >= 4 pixels) and spheres the teacher can pool (a power of
+  two it can halve at each of its pooling blocks)."""
+  for key in _POSITIVE_SETTINGS:
+    if settings.get(key) is not None:
+      cli.check_int(f'--{_flag_of(key)}', settings[key])
+  cli.check_power_of_two('--image_size', settings['image_size'], minimum=4)
+  # The teacher halves the bandwidth at each pooling block; the students' maps are 2^k wide.
+  cli.check_power_of_two('--bandwidth', settings['bandwidth'],
+                         minimum=max(2, 2 ** len(settings['teacher_pool_blocks'])))
+  for key in ('degree_loss_weight', 'pose_loss_weight'):
+    if settings[key] < 0:
+      raise cli.InputError(f'--student_{key} must be >= 0, got {settings[key]}')
+
+
+def _flag_of(key):
+  return f'student_{key}' if key in ('embedder_turns', 'embedder_mirror') else key
 
 
 def job_from_flags():
@@ -244,8 +275,14 @@ def job_from_flags():
     overrides['embedder_turns'] = FLAGS.student_embedder_turns
     overrides['embedder_mirror'] = FLAGS.student_embedder_mirror
     settings = presets.resolve(FLAGS.preset, overrides, recipe=FLAGS.recipe)
+    check_settings(settings)
   except ValueError as e:
     raise app.UsageError(str(e)) from e
+  check_stage_names(FLAGS.stages)
+  cli.check_output_dir('--output_dir', FLAGS.output_dir)
+  if FLAGS.data_dir:
+    cli.check_output_dir('--data_dir', FLAGS.data_dir)
+  cli.check_int('--sheet_instances', FLAGS.sheet_instances)
   if FLAGS.mesh_dir and not os.path.isdir(FLAGS.mesh_dir):
     raise app.UsageError(f'--mesh_dir={FLAGS.mesh_dir}: no such folder')
   if source != 'procedural' and not FLAGS.mesh_dir:
@@ -261,7 +298,8 @@ def job_from_flags():
     if FLAGS.test_per_category is None and settings['test_per_category'] is not None:
       dataset['test_per_category'] = settings['test_per_category']
   try:
-    builders.make_config(**dataset)
+    # Listing the meshes checks the mesh folder (an empty one, a category without meshes) too.
+    builders.mesh_records(builders.make_config(**dataset))
   except ValueError as e:
     raise app.UsageError(str(e)) from e
   return Job(output_dir=FLAGS.output_dir,
@@ -273,9 +311,9 @@ def job_from_flags():
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  job = job_from_flags()
-  os.makedirs(job.output_dir, exist_ok=True)
-  run_stages(job, FLAGS.stages)
+  job = job_from_flags()  # every flag and input checked before anything is written
+  with locks.hold(job.output_dir, '--output_dir'):
+    run_stages(job, FLAGS.stages)
   print(summary_table(job))
   results = os.path.join(job.output_dir, pipeline_stages.RESULTS_MD)
   if pipeline_stages.results_complete(job):
@@ -285,4 +323,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

@@ -11,12 +11,18 @@ Rerunning with the same `--model_dir` resumes from its latest checkpoint.
 import importlib
 import sys
 
+from pipeline import cli
+
+cli.die_with_parent()  # before the heavy imports: a pipeline's train.py dies with the pipeline
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import app
 from absl import flags
 from absl import logging
 import keras
 
 from models import training
+# pylint: enable=g-import-not-at-top,wrong-import-position
 
 TASK_MODULES = {
     'teacher': 'models.teacher_task',
@@ -104,9 +110,30 @@ def _configure_logical_cpus(count):
       cpus[0], [tf.config.LogicalDeviceConfiguration() for _ in range(count)])
 
 
+def check_flags():
+  """Raises cli.InputError for a bad shared flag, before anything is built or written."""
+  cli.check_output_dir('--model_dir', FLAGS.model_dir)
+  cli.check_int('--batch_size', FLAGS.batch_size)
+  for name in ('max_steps', 'checkpoint_every', 'summary_every', 'eval_every', 'eval_batches',
+               'logical_cpu_devices'):
+    cli.check_int(f'--{name}', FLAGS[name].value, minimum=0)
+  if FLAGS.data_config.lstrip().startswith('{'):  # names and key=value: resolve_data_config
+    cli.parse_json_object('--data_config', FLAGS.data_config)
+  if FLAGS.data_dir:
+    cli.check_input_dir('--data_dir', FLAGS.data_dir)
+  try:
+    training.TrainConfig(model_dir=FLAGS.model_dir, batch_size=FLAGS.batch_size,
+                         max_steps=FLAGS.max_steps, lr_boundaries=[int(b) for b in
+                                                                   FLAGS.lr_boundaries],
+                         lr_values=[float(v) for v in FLAGS.lr_values])
+  except ValueError as e:
+    raise cli.InputError(f'--lr_values/--lr_boundaries: {e}') from None
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  check_flags()
   if FLAGS.logical_cpu_devices:
     _configure_logical_cpus(FLAGS.logical_cpu_devices)
   # The strategy first: multi-worker strategies must exist before any other TensorFlow op.
@@ -127,7 +154,8 @@ def main(argv):
       adam_epsilon=FLAGS.adam_epsilon, checkpoint_every=FLAGS.checkpoint_every,
       summary_every=FLAGS.summary_every, eval_every=FLAGS.eval_every,
       eval_batches=FLAGS.eval_batches or None, export=FLAGS.export,
-      jit_compile={'auto': None, 'true': True, 'false': False}[FLAGS.jit_compile])
+      jit_compile={'auto': None, 'true': True, 'false': False}[FLAGS.jit_compile],
+      seed=FLAGS.seed if FLAGS.seed >= 0 else None)
   result = training.train(task, config, strategy)
   logging.info('done: %s', result)
   print(f"final_step={result['step']}", flush=True)
@@ -137,4 +165,4 @@ if __name__ == '__main__':
   _model = requested_model(sys.argv)
   if _model in TASK_MODULES:
     import_task_module(_model)
-  app.run(main)
+  cli.run(main)

@@ -16,9 +16,9 @@ import sys
 
 from absl import app
 from absl import flags
-import tensorflow_datasets as tfds
 
 from datasets import builders
+from pipeline import cli
 
 FLAGS = flags.FLAGS
 
@@ -63,11 +63,7 @@ def build(data_dir, beam_pipeline_options=None, force=False, **config):
   beam_options = None
   if beam_pipeline_options is not None:
     beam_options = builders.import_beam_generation().pipeline_options(beam_pipeline_options)
-  mode = (tfds.download.GenerateMode.FORCE_REDOWNLOAD if force
-          else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
-  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-      download_mode=mode, beam_options=beam_options))
-  return builder
+  return builders.prepare(builder, force=force, beam_options=beam_options)
 
 
 def main(argv):
@@ -75,8 +71,13 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   if not FLAGS.data_dir:
     raise app.UsageError('--data_dir is required')
+  cli.check_output_dir('--data_dir', FLAGS.data_dir)
   if FLAGS.source != 'procedural' and not FLAGS.mesh_dir:
     raise app.UsageError(f'--source={FLAGS.source} needs --mesh_dir')
+  if FLAGS.mesh_dir:
+    cli.check_input_dir('--mesh_dir', FLAGS.mesh_dir)
+  for name in ('instances_per_category', 'views_per_instance', 'bandwidth', 'image_size'):
+    cli.check_int(f'--{name}', FLAGS[name].value)
   config = dict(source=FLAGS.source, mesh_dir=FLAGS.mesh_dir, categories=FLAGS.categories,
                 instances_per_category=FLAGS.instances_per_category,
                 views_per_instance=FLAGS.views_per_instance, bandwidth=FLAGS.bandwidth,
@@ -95,10 +96,12 @@ def main(argv):
     print(f'{split}: {summary["examples"]} examples of {summary["instances"]} instances, '
           f'{len(summary["failures"])} failed meshes, {summary["seconds"]:.1f} s '
           f'({summary["generated_with"]})')
+  for line in builders.build_warnings(builder):
+    print(line)
   print(f'Built {builder.name}/{builder.builder_config.name} in {builder.data_dir}')
   sys.stdout.flush()
 
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  cli.run(main)

@@ -165,8 +165,8 @@ def make_config(source='procedural', mesh_dir=None, categories=None, instances_p
   """A validated `ShapesConfig`, named after its settings (two settings never share a folder).
 
   The name is '<source>_b<B>_s<S>_v<V>[_n<N>]' (N for the procedural source), followed by a digest
-  of the other settings when any differs from the default (mesh folder, categories, ...,
-  sphere_oversample != 2). The default sphere_oversample changed from 1 (point samples) to 2 in
+  of the other settings when any differs from the default (mesh folder and its contents:
+  `sources.tree_fingerprint`, categories, ..., sphere_oversample != 2). The default sphere_oversample changed from 1 (point samples) to 2 in
   builder version 1.1.0; names were kept, and the version keeps the old data apart (TFDS stores
   each version in its own folder), so a 1.0.0 build is never read as an anti-aliased one.
 
@@ -223,6 +223,10 @@ def make_config(source='procedural', mesh_dir=None, categories=None, instances_p
       others['test_per_category'] = int(test_per_category)
     if sphere_oversample != 2:  # likewise: the default keeps the names of version 1.0.0
       others['sphere_oversample'] = int(sphere_oversample)
+    if mesh_dir is not None:
+      # What is in the folder, not only its path: a changed folder is another data set, built
+      # afresh instead of reused stale.
+      others['mesh_contents'] = sources.tree_fingerprint(mesh_dir)
     if others != defaults:
       name += '_' + hashlib.sha256(repr(sorted(others.items())).encode()).hexdigest()[:10]
   return ShapesConfig(
@@ -422,6 +426,11 @@ class EquivariantShapes(tfds.core.GeneratorBasedBuilder):
       manual_dir = str(dl_manager.manual_dir)
     records = mesh_records(config, manual_dir)
     self.info.metadata['summary'] = {}
+    # What this build read: its categories, and the folder entries it skipped (build_warnings).
+    self.info.metadata['label_names'] = category_names(config)
+    self.info.metadata['skipped'] = (
+        [list(entry) for entry in sources.folder_skipped(config.mesh_dir or manual_dir)]
+        if config.source == 'folder' else [])
     # What `data_settings` reads back to find an unregistered config by its name.
     self.info.metadata['settings'] = json.loads(json.dumps(config.settings()))
     splits = {}
@@ -515,6 +524,61 @@ def load_split(split, data_dir, shuffle_files=False, **config):
 def build_summary(builder):
   """{split: summary} of the build: instances, examples, examples_per_label, failures, seconds."""
   return dict(builder.info.metadata.get('summary', {}))
+
+
+def built_labels(builder):
+  """The category names of the build (as it recorded them), else those of its config."""
+  names = builder.info.metadata.get('label_names')
+  return list(names) if names is not None else list(builder.info.features['label'].names)
+
+
+def build_warnings(builder):
+  """Lines about what the build left out: categories with no usable mesh (empty classes) and the
+  entries of the mesh folder it skipped (`sources.folder_skipped`)."""
+  summary = build_summary(builder)
+  lines = []
+  for label in built_labels(builder):
+    if not any(split['examples_per_label'].get(label) for split in summary.values()):
+      failed = sum(1 for split in summary.values() for f in split['failures']
+                   if f['instance'].split('/')[0] == label)
+      lines.append(f'Warning: category {label!r} has no usable mesh ({failed} failed): an empty '
+                   'class')
+  skipped = builder.info.metadata.get('skipped', [])
+  if skipped:
+    lines.append(f'Skipped entries of the mesh folder: {len(skipped)}')
+    lines += [f'  {relative}: {reason}' for relative, reason in skipped]
+  return lines
+
+
+def incomplete_folders(builder):
+  """The temporary folders of builds of this config that never finished (TFDS writes a build into
+  `<config folder>/incomplete.<random>_<version>/` and renames it when done)."""
+  config_dir = epath.Path(builder.data_dir).parent
+  if not config_dir.exists():
+    return []
+  return sorted(p for p in config_dir.iterdir() if p.name.startswith('incomplete.') and p.is_dir())
+
+
+def prepare(builder, force=False, download_dir=None, beam_options=None, announce=print):
+  """Builds the data set of `builder` unless it is built (`force`: rebuild), one build at a time.
+
+  The config's folder is locked for the build (pipeline.locks: a second build of it is refused
+  naming the first); the `incomplete.*` folders of killed builds are removed first, and what
+  `force` removes is announced.
+  """
+  from pipeline import locks  # pylint: disable=g-import-not-at-top  (the command-line layer)
+  config_dir = os.path.dirname(os.fspath(builder.data_dir))
+  with locks.hold(config_dir, 'data set folder', announce=announce):
+    for folder in incomplete_folders(builder):
+      announce(f'Removing {folder}, left by a build that did not finish')
+      folder.rmtree()
+    if force and builder.is_prepared():
+      announce(f'--force: removing the built data set {builder.data_dir} to rebuild it')
+    mode = (tfds.download.GenerateMode.FORCE_REDOWNLOAD if force
+            else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
+    builder.download_and_prepare(download_dir=download_dir, download_config=(
+        tfds.download.DownloadConfig(download_mode=mode, beam_options=beam_options)))
+  return builder
 
 
 def _config_settings(config):

@@ -178,6 +178,117 @@ def _mesh_files(folder):
                 and os.path.isfile(os.path.join(folder, name)))
 
 
+def _entry_problem(path):
+  """Why the folder entry `path` cannot be read ('dangling link', 'symlink loop'), or None."""
+  if os.path.islink(path):
+    try:
+      os.stat(path)
+    except FileNotFoundError:
+      return 'dangling link'
+    except OSError as e:  # ELOOP and the like
+      return 'symlink loop' if 'loop' in str(e).lower() or e.errno == 40 else f'unreadable ({e})'
+  return None
+
+
+def folder_skipped(mesh_dir):
+  """The entries of a ModelNet-style folder that `folder_records` does not read, and why.
+
+  Returns:
+    sorted list of (relative path, reason): files or links at the top level (categories are
+    folders), category folders without mesh files, folders inside a category other than train/
+    and test/, files in a category beside its train/ and test/ folders, files of unsupported
+    formats, dangling links and symlink loops. Hidden entries (starting with '.') are not listed.
+  """
+  skipped = []
+
+  def note(relative, reason):
+    skipped.append((relative.replace(os.sep, '/'), reason))
+
+  def visible(folder):
+    try:
+      return sorted(n for n in os.listdir(folder) if not n.startswith('.'))
+    except OSError as e:
+      note(os.path.relpath(folder, mesh_dir), f'unreadable folder ({e.strerror})')
+      return []
+
+  for category in visible(mesh_dir):
+    path = os.path.join(mesh_dir, category)
+    problem = _entry_problem(path)
+    if problem or not os.path.isdir(path):
+      note(category, problem or 'not a category folder (a file at the top level)')
+      continue
+    split_dirs = [s for s in SPLITS if os.path.isdir(os.path.join(path, s))]
+    if not _mesh_files(path) and not any(_mesh_files(os.path.join(path, s)) for s in SPLITS):
+      note(category + '/', 'no mesh files: not a category')
+      continue
+    folders = [(category, s) for s in split_dirs] if split_dirs else [(category, None)]
+    if split_dirs:  # the files beside train/ and test/ are not read
+      for name in visible(path):
+        if name in SPLITS:
+          continue
+        full = os.path.join(path, name)
+        problem = _entry_problem(full)
+        note(os.path.join(category, name), problem or (
+            'a folder (only train/ and test/ are read)' if os.path.isdir(full)
+            else 'beside train/ and test/ (not read)'))
+    for category_part, split in folders:
+      relative_dir = os.path.join(category_part, split) if split else category_part
+      folder = os.path.join(mesh_dir, relative_dir)
+      for name in visible(folder):
+        full = os.path.join(folder, name)
+        relative = os.path.join(relative_dir, name)
+        problem = _entry_problem(full)
+        if problem:
+          note(relative, problem)
+        elif os.path.isdir(full):
+          if split is None and name not in SPLITS:
+            note(relative, 'a folder (meshes are read from <category>/ or its train/ and test/)')
+        elif not name.lower().endswith(MESH_EXTENSIONS):
+          note(relative, f'unsupported format {os.path.splitext(name)[1] or "(no suffix)"}')
+        elif not os.path.isfile(full):
+          note(relative, 'not a regular file')
+  return sorted(skipped)
+
+
+def tree_fingerprint(root, max_depth=4):
+  """A digest of what is in the folder `root`: every file's relative path, size and modification
+  time (nanoseconds), down to `max_depth` levels (a mesh folder's meshes are 2-4 deep).
+
+  Adding, removing, replacing or touching a file changes it; so do dangling links. Symbolic links
+  to folders are followed once (a loop is recorded, not walked). Hidden entries are skipped.
+  """
+  digest = hashlib.sha256()
+  seen = set()
+
+  def walk(folder, relative, depth):
+    real = os.path.realpath(folder)
+    if real in seen:
+      digest.update(f'{relative}\0loop\n'.encode('utf-8', 'surrogateescape'))
+      return
+    seen.add(real)
+    try:
+      names = sorted(n for n in os.listdir(folder) if not n.startswith('.'))
+    except OSError:
+      digest.update(f'{relative}\0unreadable\n'.encode('utf-8', 'surrogateescape'))
+      return
+    for name in names:
+      path, rel = os.path.join(folder, name), f'{relative}/{name}' if relative else name
+      try:
+        stat = os.stat(path)
+      except OSError as e:
+        digest.update(f'{rel}\0{type(e).__name__}\n'.encode('utf-8', 'surrogateescape'))
+        continue
+      if os.path.isdir(path):
+        if depth < max_depth:
+          walk(path, rel, depth + 1)
+      else:
+        digest.update(f'{rel}\0{stat.st_size}\0{stat.st_mtime_ns}\n'.encode(
+            'utf-8', 'surrogateescape'))
+
+  walk(root, '', 1)
+  return digest.hexdigest()
+
+
 def _check_dir(path, what):
   if not path or not os.path.isdir(path):
     raise ValueError(f'{what} {path!r} is not a folder')

@@ -30,7 +30,9 @@ The Task interface (subclass `Task`, override what you need):
 
 Checkpoints (`tf.train.Checkpoint` of the model and optimizer, the step being the optimizer's
 iteration count) are written every `checkpoint_every` steps and at the end; a rerun with the same
-`model_dir` resumes from the latest one. TensorBoard summaries go to `model_dir/train` and
+`model_dir` resumes from the latest one, exactly: with `TrainConfig.seed` set it draws the batches
+and augmentation of an uninterrupted run (`Trainer._train_data`) and ends with the same weights
+and metrics, digit for digit. TensorBoard summaries go to `model_dir/train` and
 `model_dir/eval`.
 """
 import dataclasses
@@ -46,6 +48,8 @@ import numpy as np
 import tensorflow as tf
 
 STRATEGIES = ('one_device', 'mirrored', 'multi_worker_mirrored', 'tpu')
+# The last training window's means at the last checkpoint (model_dir), for a resumed run.
+LAST_WINDOW_JSON = 'last_window.json'
 
 
 class Task:
@@ -83,7 +87,9 @@ class TrainConfig:
   disables.
   An evaluation also runs at the end. `eval_batches` caps each evaluation (None: the whole eval
   split). `jit_compile` (None: the task's `jit_compile`) compiles the loss and gradients with
-  XLA (one replica only).
+  XLA (one replica only). `seed` (None: unseeded) seeds the training data's random operations
+  (shuffling, augmentation) when its pipeline is made, so that a resumed run draws the batches
+  of an uninterrupted one (see `Trainer.train_steps`).
   """
   model_dir: str
   batch_size: int = 32
@@ -100,6 +106,7 @@ class TrainConfig:
   keep_checkpoints: int = 3
   export: bool = True
   jit_compile: bool = None
+  seed: int = None
 
   def __post_init__(self):
     if self.batch_size < 1:
@@ -298,10 +305,31 @@ class Trainer:
     return eval_step
 
   def _train_data(self):
+    """The training batches from the current step on: the same batches, with the same random
+    augmentation, that an uninterrupted run would draw from here.
+
+    Why: the task's pipeline (shuffle(...).repeat(), random augmentation) is stateful and starts
+    over in a new process, so a run resumed from a checkpoint would see the first batches again.
+    The pipeline's random operations are seeded afresh from `config.seed` when it is made (global
+    seed reset: op seeds then depend only on the order the pipeline creates them), and the
+    `step` batches the checkpoint has already trained on are drawn and dropped. Drawing costs
+    input-pipeline time only (no model); the stateful random ops in the pipeline advance exactly
+    as they did, which a `skip` of a re-seeded dataset or iterator checkpointing (that cannot save
+    the random ops' state, and would save shuffle buffers and caches) would not guarantee.
+    """
     if self._train_iterator is None:
+      if self.config.seed is not None:
+        tf.random.set_seed(self.config.seed)
       dataset = self.strategy.distribute_datasets_from_function(
           lambda ctx: self.task.train_dataset(self.per_replica_batch, ctx))
       self._train_iterator = iter(dataset)
+      drop = self.step
+      if drop:
+        start = time.perf_counter()
+        for _ in range(drop):
+          next(self._train_iterator)
+        logging.info('resume: skipped the %d batches trained before (%.1f s)', drop,
+                     time.perf_counter() - start)
     return self._train_iterator
 
   def train_steps(self, num_steps):
@@ -379,6 +407,19 @@ def train(task, config, strategy=None):
   last_train, last_eval, images_per_sec = {}, {}, 0.0
   step = start_step
   eval_step = None
+  window_path = os.path.join(config.model_dir, LAST_WINDOW_JSON)
+  if start_step and tf.io.gfile.exists(window_path):
+    # The training means of the window that ended at the checkpoint: a run resumed at its last
+    # step reports them as the uninterrupted run did.
+    with tf.io.gfile.GFile(window_path) as f:
+      window = json.load(f)
+    if window.get('step') == start_step:
+      last_train = window.get('train', {})
+
+  def save():
+    trainer.save()
+    if chief:
+      _write_json_atomic(window_path, {'step': step, 'train': last_train})
 
   def run_eval():
     nonlocal eval_step
@@ -412,12 +453,12 @@ def train(task, config, strategy=None):
       _write_scalars(train_writer, scalars, step)
       logging.info('step %d train %s (%.1f images/s)', step, last_train, images_per_sec)
     if config.checkpoint_every and step % config.checkpoint_every == 0:
-      trainer.save()
+      save()
     if config.eval_every and step % config.eval_every == 0:
       last_eval = run_eval()
 
   if step > start_step and not (config.checkpoint_every and step % config.checkpoint_every == 0):
-    trainer.save()
+    save()
   if eval_step != step:
     last_eval = run_eval()
   if config.export:

@@ -21,6 +21,8 @@ import sys
 import time
 
 from evaluation.files import atomic_write_text
+from pipeline import cli
+from pipeline import locks
 
 # train.py (models/training.py) logs 'step 300 train {...} (123.4 images/s)' every summary window.
 _STEP_LINE = re.compile(r'\bstep (\d+) train \{')
@@ -126,13 +128,17 @@ def run_program(stage, args, log_path, show=None, env=None):
   """
   os.makedirs(os.path.dirname(log_path), exist_ok=True)
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', PYTHONUNBUFFERED='1', **(env or {}))
+  # The program dies with this process (cli.die_with_parent) and holds its folder locks too
+  # (pipeline.locks), so no orphan writes into the output folder after a kill.
+  environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', PYTHONUNBUFFERED='1',
+                     **cli.child_environment(), **(env or {}))
   command = [sys.executable] + list(args)
   tail = []
   with open(log_path, 'a') as log:
     log.write(f'\n$ {" ".join(command)}\n')
     process = subprocess.Popen(command, cwd=root, env=environment, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, bufsize=1)
+                               stderr=subprocess.STDOUT, text=True, bufsize=1,
+                               pass_fds=locks.held_fds())
     try:
       for text in process.stdout:
         log.write(text)
@@ -147,6 +153,9 @@ def run_program(stage, args, log_path, show=None, env=None):
       process.wait()
       raise
   if code != 0:
-    sys.stdout.write(''.join(tail))
+    # A program's own one-line error (pipeline.cli) is its last line; anything else (a crash)
+    # shows the log's tail.
+    last = [i for i, t in enumerate(tail) if ': error: ' in t and i >= len(tail) - 2]
+    sys.stdout.write(''.join(tail[last[-1]:] if last else tail))
     raise RuntimeError(f'stage {stage}: {args[0]} failed with exit code {code}; '
                        f'full output in {log_path}')

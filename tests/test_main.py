@@ -77,9 +77,9 @@ def test_bad_settings_are_usage_errors(tmp_path):
       main.job_from_flags()
 
   with flagsaver.flagsaver():
-    main.FLAGS(['main.py', '--preset=tiny', '--teacher_steps=7', '--image_size=24'])
+    main.FLAGS(['main.py', '--preset=tiny', '--teacher_steps=7', '--image_size=32'])
     job = main.job_from_flags()
-  assert job.settings['teacher_steps'] == 7 and job.dataset['image_size'] == 24
+  assert job.settings['teacher_steps'] == 7 and job.dataset['image_size'] == 32
   assert job.settings['student_steps'] == presets.PRESETS['tiny']['student_steps']
   with flagsaver.flagsaver():
     main.FLAGS(['main.py', '--student_degree_loss_weight=0'])
@@ -116,10 +116,23 @@ def test_test_instances_come_from_the_preset_or_the_flag(tmp_path):
     main.FLAGS(['main.py', '--preset=tiny'])
     job = main.job_from_flags()
   assert 'test_per_category' not in job.dataset
+  _write_tetrahedra(tmp_path / 'meshes' / 'cup', 3)
   with flagsaver.flagsaver():  # a mesh folder keeps its own split
-    main.FLAGS(['main.py', f'--mesh_dir={tmp_path}'])
+    main.FLAGS(['main.py', f'--mesh_dir={tmp_path / "meshes"}'])
     job = main.job_from_flags()
   assert 'test_per_category' not in job.dataset
+
+
+TETRAHEDRON_OFF = 'OFF\n4 4 0\n0 0 0\n1 0 0\n0 1 0\n0 0 1\n3 0 2 1\n3 0 1 3\n3 0 3 2\n3 1 2 3\n'
+
+
+def _write_tetrahedra(folder, count, start=0):
+  """`count` small OFF meshes (stretched tetrahedra) in `folder`."""
+  os.makedirs(folder, exist_ok=True)
+  for i in range(start, start + count):
+    text = TETRAHEDRON_OFF.replace('0 0 1\n', f'0 0 {1 + 0.25 * i}\n', 1)
+    with open(os.path.join(folder, f'shape{i}.off'), 'w') as f:
+      f.write(text)
 
 
 def test_command_line_end_to_end(tmp_path):

@@ -112,6 +112,49 @@ def test_train_writes_checkpoints_summaries_export_and_resumes(teacher_dir, tmp_
   assert (resumed['start_step'], resumed['step']) == (4, 6)
 
 
+def _stopped_and_resumed_vs_uninterrupted(teacher_dir, tmp_path, stop_at, **options):
+  """(uninterrupted, resumed) results and weights of 6-step runs: one straight through, one
+  stopped at `stop_at` and resumed by a new Trainer (as a new process would)."""
+  import keras  # pylint: disable=g-import-not-at-top
+  runs = {}
+  for name, stops in (('straight', (6,)), ('resumed', (stop_at, 6))):
+    keras.utils.set_random_seed(5)  # the same initial weights for both
+    model_dir = str(tmp_path / name)
+    for max_steps in stops:
+      config = training.TrainConfig(model_dir, batch_size=4, max_steps=max_steps,
+                                    checkpoint_every=2, summary_every=1, eval_every=3, seed=7,
+                                    export=False)
+      task = student_task.StudentTask(
+          'student', in_memory_split({'train': make_examples(12), 'test': make_examples(4, seed=1)}),
+          teacher_dir, model_options=TINY, range_examples=12, **options)
+      result = training.train(task, config)
+      if max_steps == stop_at and stop_at % 2:
+        # As if killed after step `stop_at`: its last checkpoint is the one before.
+        previous = os.path.join(model_dir, f'ckpt-{stop_at - 1}')
+        tf.compat.v1.train.update_checkpoint_state(model_dir, previous, [previous])
+    # A new Trainer restores the run (what a rerun in a new process does).
+    runs[name] = (result, training.Trainer(task, config))
+    runs[name][1].restore()
+  return runs
+
+
+@pytest.mark.parametrize('stop_at', [3, 4])
+def test_a_stopped_and_resumed_run_ends_as_an_uninterrupted_one(teacher_dir, tmp_path, stop_at):
+  """Shuffled, repeated data with random augmentation and in-plane turns: the resumed run sees
+  the batches the uninterrupted one saw, and ends with the same weights and metrics, exactly
+  (stopped at a checkpoint, 4, and killed between checkpoints, 3: it resumes from step 2)."""
+  runs = _stopped_and_resumed_vs_uninterrupted(teacher_dir, tmp_path, stop_at, augment=True,
+                                               inplane_rotations=True)
+  (straight, a), (resumed, b) = runs['straight'], runs['resumed']
+  assert resumed['start_step'] == (stop_at // 2) * 2 and resumed['step'] == straight['step'] == 6
+  assert resumed['eval'] == straight['eval']
+  assert resumed['train'] == straight['train']
+  for x, y in zip(a.model.get_weights(), b.model.get_weights()):
+    np.testing.assert_array_equal(x, y)
+  for x, y in zip(a.optimizer.variables, b.optimizer.variables):
+    np.testing.assert_array_equal(x.numpy(), y.numpy())
+
+
 def _summary_tags(directory):
   tags = set()
   for name in os.listdir(directory):
