@@ -58,6 +58,7 @@ def load_mesh(path):
   if suffix not in SUPPORTED_SUFFIXES:
     raise ValueError(f'load_mesh: unsupported mesh format {suffix!r} for {path} '
                      f'(supported: {", ".join(SUPPORTED_SUFFIXES)})')
+  _check_container(path, suffix)
   try:
     if suffix == '.off':
       loaded = trimesh.Trimesh(*read_off(path), process=False)
@@ -65,13 +66,43 @@ def load_mesh(path):
       # force='mesh' concatenates a scene's geometries with their transforms applied.
       # process=False: no silent clean-up (trimesh would drop NaN vertices we must report).
       loaded = trimesh.load(str(path), force='mesh', process=False)
+  except FileNotFoundError as e:  # a glTF or OBJ naming a buffer or material file that is absent
+    raise ValueError(f'load_mesh: cannot read {path}: it refers to a missing file '
+                     f'({e.filename or e})') from e
   except Exception as e:  # trimesh raises many types (ValueError, KeyError, struct.error, ...)
     raise ValueError(f'load_mesh: cannot read {path}: {type(e).__name__}: {e}') from e
   if not isinstance(loaded, trimesh.Trimesh):
     raise ValueError(f'load_mesh: {path} holds no triangle mesh (got {type(loaded).__name__})')
+  if len(loaded.faces) == 0:
+    points = _point_count(path)
+    if points:
+      raise ValueError(f'load_mesh: {path} has no faces (a point cloud of {points} points)')
   mesh = normalize_mesh(loaded, source=str(path))
   mesh.metadata['source'] = str(path)
   return mesh
+
+
+def _check_container(path, suffix):
+  """Raises ValueError unless a glTF file is JSON text and a GLB file starts with its magic
+  number (otherwise trimesh reports a confusing error, such as a missing file)."""
+  if suffix == '.glb':
+    with open(path, 'rb') as f:
+      if f.read(4) != b'glTF':
+        raise ValueError(f'load_mesh: {path} is not a GLB file (no glTF magic number)')
+  elif suffix == '.gltf':
+    with open(path, 'rb') as f:
+      head = f.read(64).lstrip(b'\xef\xbb\xbf \t\r\n')
+    if not head.startswith(b'{'):
+      raise ValueError(f'load_mesh: {path} is not a glTF file (not a JSON object)')
+
+
+def _point_count(path):
+  """The number of points when the file holds a point cloud (vertices, no faces), else 0."""
+  try:
+    loaded = trimesh.load(str(path), process=False)
+  except Exception:  # pylint: disable=broad-except  (only a better message is at stake)
+    return 0
+  return len(loaded.vertices) if isinstance(loaded, trimesh.PointCloud) else 0
 
 
 def read_off(path):
@@ -171,10 +202,14 @@ def normalize_mesh(mesh, source='mesh'):
   offset = 0.5 * (vertices.min(axis=0) + vertices.max(axis=0))
   local = vertices - offset
   triangles = local[faces]
-  areas = 0.5 * np.linalg.norm(
-      np.cross(triangles[:, 1] - triangles[:, 0], triangles[:, 2] - triangles[:, 0]), axis=-1)
-  total_area = areas.sum()
-  diagonal = np.linalg.norm(local.max(axis=0) - local.min(axis=0))
+  with np.errstate(over='ignore', invalid='ignore'):  # overflow is reported below
+    areas = 0.5 * np.linalg.norm(
+        np.cross(triangles[:, 1] - triangles[:, 0], triangles[:, 2] - triangles[:, 0]), axis=-1)
+    total_area = areas.sum()
+    diagonal = np.linalg.norm(local.max(axis=0) - local.min(axis=0))
+  if not (np.isfinite(total_area) and np.isfinite(diagonal)):
+    raise ValueError(f'normalize_mesh: {source}: non-finite or overflowing coordinates (largest '
+                     f'|coordinate| {np.abs(vertices).max():.3g}: areas overflow float64)')
   if not total_area > _MIN_RELATIVE_AREA * diagonal**2:
     raise ValueError(f'normalize_mesh: {source}: the surface has zero area '
                      f'({len(faces)} faces, total area {total_area:.3g})')

@@ -238,3 +238,28 @@ def test_normalize_mesh_rejects_empty_mesh_with_its_source_name():
     datasets.normalize_mesh(trimesh.Trimesh(), source='procedural cube 7')
   with pytest.raises(ValueError, match='expected a trimesh.Trimesh'):
     datasets.normalize_mesh(np.zeros((3, 3)))
+
+
+def test_bad_meshes_are_refused_for_the_right_reason(tmp_path):
+  """The reason names what is wrong: a point cloud, bytes that are no glTF/GLB, a glTF whose
+  buffer is missing, coordinates whose areas overflow float64."""
+  cases = {
+      'cloud.ply': (b'ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\nproperty float y\n'
+                    b'property float z\nend_header\n0 0 0\n1 0 0\n0 1 0\n',
+                    r'has no faces \(a point cloud of 3 points\)'),
+      'noise.gltf': (bytes(np.random.default_rng(0).integers(0, 256, 300, dtype=np.uint8)),
+                     r'is not a glTF file'),
+      'noise.glb': (bytes(np.random.default_rng(1).integers(0, 256, 300, dtype=np.uint8)),
+                    r'is not a GLB file'),
+      'buffer.gltf': (b'{"asset": {"version": "2.0"}, "buffers": [{"uri": "gone.bin", '
+                      b'"byteLength": 12}]}', r'refers to a missing file \(gone.bin\)'),
+      'huge.off': (b'OFF\n3 1 0\n0 0 0\n1e200 0 0\n0 1e200 0\n3 0 1 2\n',
+                   r'non-finite or overflowing coordinates'),
+  }
+  for name, (content, reason) in cases.items():
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=reason) as error:
+      meshes.load_mesh(path)
+    assert str(path) in str(error.value)
+    assert 'FileNotFoundError' not in str(error.value) and 'zero area' not in str(error.value)
