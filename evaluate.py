@@ -24,7 +24,10 @@ Commands (the first positional argument; `align` when there is none):
               spelling.)
   relpose     relative rotation between two photos (image 1 -> image 2):
                 evaluate.py relpose --embedder=DIR IMG1 IMG2 [--top_k=3] [--json=OUT.json]
-              (or --image1=IMG1 --image2=IMG2).
+              (or --image1=IMG1 --image2=IMG2); many pairs in one call, embedded once per image
+              and aligned in batches: --pair_list=FILE (two paths a line) or
+              --images_glob='photos/*.jpg' (every image against the first, sorted); prints a
+              table (--json: the list). The same as evaluation.relpose.relative_pose_from_files.
   synthesize  a novel view of one photo after rotating the object:
                 evaluate.py synthesize --embedder=DIR --synthesizer=DIR IMG
                 (--euler_zyz_deg=a,b,c | --quaternion=w,x,y,z | --axis_angle_deg=x,y,z,deg)
@@ -114,6 +117,10 @@ def _define_flags(fv):
   flags.DEFINE_integer('image_size', None, 'Image size, when the embedder does not fix it.', **d)
   flags.DEFINE_integer('top_k', 3, 'Candidate rotations reported by relpose.', lower_bound=1, **d)
   flags.DEFINE_string('json', None, 'relpose: also write the result as JSON here.', **d)
+  flags.DEFINE_string('pair_list', None, 'relpose: a text file of image pairs, two paths a line '
+                      '(relative to the file), all done in one call.', **d)
+  flags.DEFINE_string('images_glob', None, 'relpose: the pose of every matching image relative '
+                      'to the first (sorted), in one call.', **d)
   flags.DEFINE_string('euler_zyz_deg', None, 'synthesize: rotation as ZYZ Euler degrees a,b,c.',
                       **d)
   flags.DEFINE_string('quaternion', None, 'synthesize: rotation as quaternion w,x,y,z.', **d)
@@ -219,6 +226,20 @@ def execute(fv, argv):
             f'{n / max(seconds, 1e-9):.1f} views/s')
     elif command == 'relpose':
       _require(fv, 'embedder')
+      many = [n for n in ('pair_list', 'images_glob') if fv[n].value]
+      if many:
+        from evaluation import relpose  # pylint: disable=g-import-not-at-top
+        if len(many) > 1 or files or fv.image1 or fv.image2:
+          raise app.UsageError('relpose: give two images, --pair_list or --images_glob, one of them')
+        pairs = (relpose.read_pair_list(fv.pair_list) if fv.pair_list
+                 else relpose.glob_pairs(fv.images_glob))
+        embedder = models_io.load_embedder(fv.embedder, fv.batch_size)
+        _, text = commands.relpose_pairs_command(
+            embedder, pairs, top_k=fv.top_k, upsample=fv.upsample, normalize=fv.normalize,
+            json_path=fv.json, image_size=fv.image_size, odd_degree_weight=fv.odd_degree_weight,
+            batch_size=fv.batch_size)
+        print(text)
+        return 0
       image1, image2 = _images(fv, files, 2)
       embedder = models_io.load_embedder(fv.embedder)
       _, text = commands.relpose_command(embedder, image1, image2, top_k=fv.top_k,

@@ -137,33 +137,37 @@ def synthesis_command(embeddings_path, synthesizer, pair_kinds=('same',), modes=
   return rows, table
 
 
-def _view_size(embedder, image_size):
-  """(H, W) of the views for `embedder`: its signature's, else `image_size`."""
-  if hasattr(embedder, 'input_shape'):
-    return models_io.image_size_of(embedder, image_size)
-  if image_size is None:
-    raise ValueError('the image size of the embedder is unknown: pass --image_size')
-  return int(image_size), int(image_size)
-
-
 def relpose_command(embedder, image1, image2, top_k=3, upsample=1, normalize=False,
-                    json_path=None, image_size=None, align_top_k_fn=None, odd_degree_weight=1.0):
-  """Relative pose between two image files; returns (result dict, printed text)."""
-  size = _view_size(embedder, image_size)
-  views = [images.load_view(p, size) for p in (image1, image2)]
-  result = relpose.relative_pose(embedder, views[0], views[1], top_k=top_k, upsample=upsample,
-                                 normalize=normalize, align_top_k_fn=align_top_k_fn,
-                                 odd_degree_weight=odd_degree_weight)
-  result.update(image1=os.fspath(image1), image2=os.fspath(image2))
+                    json_path=None, image_size=None, align_top_k_fn=None,
+                    odd_degree_weight=relpose.ODD_DEGREE_WEIGHT):
+  """Relative pose between two image files (relpose.relative_pose_from_files); returns (result
+  dict, printed text)."""
+  result = relpose.relative_pose_from_files(
+      embedder, image1, image2, top_k=top_k, upsample=upsample, normalize=normalize,
+      image_size=image_size, odd_degree_weight=odd_degree_weight, align_top_k_fn=align_top_k_fn)
   if json_path:
     atomic_write_text(json_path, json.dumps(result, indent=2) + '\n')
   return result, relpose.format_relative_pose(result)
 
 
+def relpose_pairs_command(embedder, pairs, top_k=3, upsample=1, normalize=False, json_path=None,
+                          image_size=None, odd_degree_weight=relpose.ODD_DEGREE_WEIGHT,
+                          batch_size=64, align_top_k_fn=None):
+  """Relative poses of many image pairs in one call (relpose.relative_poses_from_files); returns
+  (list of result dicts, printed table). `json_path` gets the list."""
+  results = relpose.relative_poses_from_files(
+      embedder, pairs, top_k=top_k, upsample=upsample, normalize=normalize,
+      image_size=image_size, odd_degree_weight=odd_degree_weight, batch_size=batch_size,
+      align_top_k_fn=align_top_k_fn)
+  if json_path:
+    atomic_write_text(json_path, json.dumps(results, indent=2) + '\n')
+  return results, relpose.format_pose_table(results)
+
+
 def synthesize_command(embedder, synthesizer, image, rotation, output, image_size=None,
                        rotate_fn=None):
   """The novel view of an image file after `rotation [3, 3]`, written as PNG; returns it."""
-  size = _view_size(embedder, image_size)
+  size = relpose.view_size(embedder, image_size)
   view = images.load_view(image, size)
   picture = relpose.novel_view(embedder, synthesizer, view, np.asarray(rotation), rotate_fn)
   atomic_write_png(output, plots.to_uint8(picture))
