@@ -71,7 +71,7 @@ def test_conv_fixed_padding_matches_brute_force(mode, kernel_size, stride):
   np.testing.assert_allclose(out, _numpy_conv(padded, kernel, stride, before), atol=1e-4)
 
 
-def test_zero_padding_stride_one_is_the_originals_same_convolution():
+def test_zero_padding_stride_one_is_official_resnets_same_convolution():
   x = _random(2, 7, 7, 3)
   layer = resnet_v2.Conv2DFixedPadding(4, 3, 1, 'zero')
   out = layer(x)

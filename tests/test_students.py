@@ -94,7 +94,7 @@ def test_synthesis_shapes(embedding_shape, image_size):
   assert np.all((out['image'] >= 0) & (out['image'] <= 1))
 
 
-def test_full_size_student_matches_the_original_layout():
+def test_full_size_student_of_recipe_ours():
   """64 px images, 1024-d bottleneck, a bandwidth-16 teacher map (32 x 32 x 64)."""
   model = students.build_student(64, (32, 32, 64))
   assert model.get_layer('latent').output.shape == (None, 1024)
