@@ -103,6 +103,38 @@ def resolve_data_config(text, data_dir):
     raise app.UsageError(f'--data_config: {e}') from None
 
 
+def run_info(flag_values):
+  """What TensorBoard's text summary and hparams and the export's model card record of this run:
+  the program's flags (absl's own left out), the data set (name, folder, settings), the commit
+  and, for a student or synthesis model, the teacher export it learned from."""
+  import json  # pylint: disable=g-import-not-at-top
+  from models import model_card  # pylint: disable=g-import-not-at-top
+  values = {}
+  for module, defined in flag_values.flags_by_module_dict().items():
+    if not module.startswith('absl.'):
+      values.update({f.name: f.value for f in defined})
+  info = {'flags': dict(sorted(values.items())), 'commit': model_card.git_commit()}
+  uses_npz = 'npz_dir' in flag_values and flag_values['npz_dir'].value
+  if flag_values['data_dir'].value and not uses_npz:
+    from datasets import builders  # pylint: disable=g-import-not-at-top
+    settings = json.loads(flag_values.data_config or '{}')
+    config = builders.make_config(**settings)
+    info['dataset'] = {'name': builders.dataset_name(settings),
+                       'version': str(builders.EquivariantShapes.VERSION),
+                       'data_dir': flag_values.data_dir,
+                       'settings': json.loads(json.dumps(config.settings()))}
+  teacher_dir = flag_values['tgt_embed_dir'].value if 'tgt_embed_dir' in flag_values else None
+  if teacher_dir:
+    teacher = {'export': teacher_dir, 'key': flag_values.tgt_embed_key}
+    try:
+      card = model_card.read_card(teacher_dir)
+      teacher.update(teacher_layer=card.get('teacher_layer'), commit=card.get('commit'))
+    except ValueError:
+      pass  # a teacher exported without a card: its path and key are what is known
+    info['teacher'] = teacher
+  return info
+
+
 def _configure_logical_cpus(count):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   cpus = tf.config.list_physical_devices('CPU')
@@ -155,7 +187,7 @@ def main(argv):
       summary_every=FLAGS.summary_every, eval_every=FLAGS.eval_every,
       eval_batches=FLAGS.eval_batches or None, export=FLAGS.export,
       jit_compile={'auto': None, 'true': True, 'false': False}[FLAGS.jit_compile],
-      seed=FLAGS.seed if FLAGS.seed >= 0 else None)
+      seed=FLAGS.seed if FLAGS.seed >= 0 else None, run_info=run_info(FLAGS))
   result = training.train(task, config, strategy)
   logging.info('done: %s', result)
   print(f"final_step={result['step']}", flush=True)

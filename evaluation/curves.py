@@ -17,7 +17,8 @@ from evaluation.files import atomic_save_figure
 def read_scalars(event_dir):
   """Scalars of every event file in `event_dir`: dict tag -> (steps int64 `[K]`, values float64
   `[K]`), sorted by step; a step written twice (a resumed run) keeps its last value. An absent
-  folder gives {}."""
+  folder gives {}. Tags are read without the model group `models.training` writes them under
+  (`student/loss` -> `loss`); text and other non-numeric summaries are skipped."""
   series = {}
   for path in sorted(glob.glob(os.path.join(event_dir, 'events.out.tfevents.*'))):
     for record in tf.data.TFRecordDataset(path):
@@ -29,9 +30,11 @@ def read_scalars(event_dir):
           number = value.simple_value
         else:
           continue
-        if np.size(number) != 1:
+        number = np.asarray(number)
+        if np.size(number) != 1 or not np.issubdtype(number.dtype, np.number):
           continue
-        series.setdefault(value.tag, {})[int(event.step)] = float(np.asarray(number).ravel()[0])
+        tag = value.tag.rsplit('/', 1)[-1]
+        series.setdefault(tag, {})[int(event.step)] = float(number.ravel()[0])
   return {tag: (np.array(sorted(points), np.int64),
                 np.array([points[s] for s in sorted(points)], np.float64))
           for tag, points in series.items()}

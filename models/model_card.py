@@ -65,8 +65,9 @@ def _teacher_output_meaning(name, config):
     return ('area-weighted global average of the last block, all branches concatenated; '
             'rotation invariant')
   if name == 'embedding':
-    return (f"the target map the students learn: the same tensor as `{config.get('embedding_block')}`"
-            '; rotation equivariant (embedding(R . f) ~= R . embedding(f))')
+    block = config.get('embedding_block')
+    return (f'the target map the students learn: the same tensor as `{block}`; rotation '
+            'equivariant (embedding(R . f) ~= R . embedding(f))')
   if name.startswith('block'):
     return (f'the spherical feature map after block {name[5:]} (spherical conv, area-weighted '
             'batch norm, PReLU), branches concatenated on channels; rotation equivariant')

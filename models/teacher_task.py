@@ -128,6 +128,13 @@ class TeacherTask(training.Task):
     outputs = model(batch['sphere'], training=training)
     return classification_loss_and_metrics(outputs, batch['label'], self.aux_loss_weight)
 
+  def image_summaries(self, model, batch, max_images=4):
+    """A few input spheres and their `embedding` maps (first channels, each scaled to [0, 1])."""
+    spheres = batch['sphere'][:max_images]
+    embedding = model(spheres, training=False)['embedding']
+    return {'input_sphere': training.channel_images(spheres),
+            'embedding': training.channel_images(embedding)}
+
   def export(self, model, export_dir):
     teacher.export_teacher(model, export_dir)
 

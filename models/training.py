@@ -33,7 +33,11 @@ iteration count) are written every `checkpoint_every` steps and at the end; a re
 `model_dir` resumes from the latest one, exactly: with `TrainConfig.seed` set it draws the batches
 and augmentation of an uninterrupted run (`Trainer._train_data`) and ends with the same weights
 and metrics, digit for digit. TensorBoard summaries go to `model_dir/train` and
-`model_dir/eval`.
+`model_dir/eval`, their tags grouped under the task's name (`teacher/loss`, `student/loss`,
+`synthesis/...`; images `teacher/images/...`), so that runs of different models under one logdir
+do not share a chart. With `TrainConfig.run_info` (train.py passes its flags and data set), a run
+also writes a text summary of them (`<task>/run`) and their scalar values as hparams (the
+TensorBoard HParams dashboard), and adds them to the export's model card (`trained_on`).
 """
 import dataclasses
 import json
@@ -106,6 +110,9 @@ class TrainConfig:
   keep_checkpoints: int = 3
   export: bool = True
   jit_compile: bool = None
+  # {'flags': {name: value}, 'dataset': {...}, ...}: written as a text summary and hparams, and
+  # kept in the export's model card (models.model_card); None writes neither.
+  run_info: dict = None
   seed: int = None
 
   def __post_init__(self):
@@ -370,13 +377,72 @@ def _write_scalars(writer, values, step, prefix=''):
       tf.summary.scalar(prefix + name, value)
 
 
-def _write_images(writer, images, step):
+def _write_images(writer, images, step, prefix=''):
   if writer is None or not images:
     return
   with writer.as_default(step=step):
     for name, value in images.items():
-      tf.summary.image(name, tf.clip_by_value(tf.cast(value, tf.float32), 0.0, 1.0),
+      tf.summary.image(prefix + name, tf.clip_by_value(tf.cast(value, tf.float32), 0.0, 1.0),
                        max_outputs=int(value.shape[0]))
+
+
+def channel_images(maps, max_channels=3):
+  """Spherical (or any) maps `[k, H, W, C]` -> images `[k, n H, W, 1]` in [0, 1] for TensorBoard:
+  the first n = min(C, max_channels) channels stacked vertically, each scaled to [0, 1]."""
+  rows = []
+  for c in range(min(max_channels, maps.shape[-1])):
+    channel = tf.cast(maps[..., c:c + 1], tf.float32)
+    low = tf.reduce_min(channel, axis=[1, 2, 3], keepdims=True)
+    high = tf.reduce_max(channel, axis=[1, 2, 3], keepdims=True)
+    rows.append((channel - low) / tf.maximum(high - low, 1e-12))
+  return tf.concat(rows, axis=1)
+
+
+def hparams_of(run_info):
+  """The scalar flags of `run_info` as an hparams dict (bool, int, float, str values; lists and
+  None as text), plus the data set name."""
+  values = {}
+  for name, value in sorted((run_info.get('flags') or {}).items()):
+    if isinstance(value, (bool, int, float, str)):
+      values[name] = value
+    else:
+      values[name] = json.dumps(value)
+  dataset = run_info.get('dataset') or {}
+  if dataset.get('name'):
+    values['dataset'] = dataset['name']
+  return values
+
+
+def run_summary_text(task_name, run_info):
+  """Markdown of a run's flags and data set (the `<task>/run` text summary)."""
+  lines = [f'### {task_name} run', '']
+  dataset = run_info.get('dataset') or {}
+  if dataset:
+    lines += ['**Data set**', '', '| setting | value |', '|---|---|']
+    lines += [f'| {k} | {json.dumps(v)} |' for k, v in sorted(dataset.items())]
+    lines.append('')
+  lines += ['**Flags**', '', '| flag | value |', '|---|---|']
+  flags = sorted((run_info.get('flags') or {}).items())
+  lines += [f'| --{k} | {json.dumps(v)} |' for k, v in flags]
+  for key, value in sorted(run_info.items()):
+    if key not in ('flags', 'dataset'):
+      lines.append(f'\n**{key}**: {json.dumps(value)}')
+  return '\n'.join(lines)
+
+
+def _write_run_info(writer, task_name, run_info, step):
+  """The text summary and hparams of a run (a resumed run writes them again at its start)."""
+  if writer is None or not run_info:
+    return
+  from tensorboard.plugins.hparams import api as hparams_api  # pylint: disable=g-import-not-at-top
+  with writer.as_default(step=step):
+    tf.summary.text(f'{task_name}/run', run_summary_text(task_name, run_info))
+    hparams_api.hparams(hparams_of(run_info), trial_id=f'{task_name}:{writer_trial(run_info)}')
+
+
+def writer_trial(run_info):
+  """The trial name of a run in the HParams dashboard: its model_dir flag, else 'run'."""
+  return str((run_info.get('flags') or {}).get('model_dir', 'run'))
 
 
 def _write_json_atomic(path, payload):
@@ -421,14 +487,18 @@ def train(task, config, strategy=None):
     if chief:
       _write_json_atomic(window_path, {'step': step, 'train': last_train})
 
+  prefix = f'{task.name}/'
+  _write_run_info(train_writer, task.name, config.run_info, start_step)
+
   def run_eval():
     nonlocal eval_step
     eval_step = step
     metrics = trainer.evaluate(config.eval_batches)
-    _write_scalars(eval_writer, metrics, step)
+    _write_scalars(eval_writer, metrics, step, prefix)
     if chief:
       batch = trainer.first_local_batch(task.eval_dataset)
-      _write_images(eval_writer, task.image_summaries(trainer.model, batch), step)
+      _write_images(eval_writer, task.image_summaries(trainer.model, batch), step,
+                    prefix + 'images/')
     logging.info('step %d eval %s', step, metrics)
     return metrics
 
@@ -450,7 +520,7 @@ def train(task, config, strategy=None):
     if config.summary_every and step % config.summary_every == 0 or step == config.max_steps:
       scalars = dict(last_train, learning_rate=learning_rate_at(config, step - 1),
                      images_per_sec=images_per_sec)
-      _write_scalars(train_writer, scalars, step)
+      _write_scalars(train_writer, scalars, step, prefix)
       logging.info('step %d train %s (%.1f images/s)', step, last_train, images_per_sec)
     if config.checkpoint_every and step % config.checkpoint_every == 0:
       save()
@@ -466,6 +536,9 @@ def train(task, config, strategy=None):
     # chief's export is kept.
     export_dir = os.path.join(_checkpoint_dir(config.model_dir, trainer.strategy), 'export')
     task.export(trainer.model, export_dir)
+    if chief and config.run_info:
+      from models import model_card  # pylint: disable=g-import-not-at-top
+      model_card.add_training_record(export_dir, dict(config.run_info, steps=step))
   if not chief:
     shutil.rmtree(_checkpoint_dir(config.model_dir, trainer.strategy), ignore_errors=True)
   for writer in (train_writer, eval_writer):

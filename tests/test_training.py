@@ -94,8 +94,9 @@ def test_train_writes_checkpoints_summaries_export_and_resumes(teacher_dir, tmp_
   result = training.train(task, config)
   assert (result['start_step'], result['step']) == (0, 4)
   assert set(result['eval']) == {'loss', 'relative_error'}
-  assert {'loss', 'relative_error', 'input_view', 'embedding_pred_vs_target'} <= _summary_tags(
-      os.path.join(model_dir, 'eval'))
+  assert {'student/loss', 'student/relative_error', 'student/images/input_view',
+          'student/images/embedding_pred_vs_target'} <= _summary_tags(
+              os.path.join(model_dir, 'eval'))
   assert tf.train.latest_checkpoint(model_dir).endswith('ckpt-4')
   with open(os.path.join(model_dir, 'train_result.json')) as f:
     assert json.load(f)['step'] == 4
@@ -169,10 +170,11 @@ def test_synthesis_run_writes_summaries_and_a_synthesizer(teacher_dir, tmp_path)
                                 summary_every=1)
   result = training.train(_task(teacher_dir, 'synthesis'), config)
   assert result['eval'] and result['step'] == 2  # an evaluation runs at the end
-  assert {'loss', 'relative_error', 'learning_rate', 'images_per_sec'} <= _summary_tags(
-      os.path.join(model_dir, 'train'))
-  assert {'loss', 'relative_error', 'synthesised_vs_true_view'} <= _summary_tags(
-      os.path.join(model_dir, 'eval'))
+  assert {'synthesis/loss', 'synthesis/relative_error', 'synthesis/learning_rate',
+          'synthesis/images_per_sec'} <= _summary_tags(os.path.join(model_dir, 'train'))
+  assert {'synthesis/loss', 'synthesis/relative_error',
+          'synthesis/images/synthesised_vs_true_view'} <= _summary_tags(
+              os.path.join(model_dir, 'eval'))
   synthesizer = tf.saved_model.load(os.path.join(model_dir, 'export'))
   images = synthesizer.synthesize(np.zeros((2, 4, 4, 3), np.float32))['image']
   assert images.shape == (2, 16, 16, 1)
