@@ -40,8 +40,14 @@ are still accepted.
 """
 import sys
 
+from pipeline import cli
+
+cli.die_with_parent()  # a pipeline's evaluate.py dies with the pipeline (pipeline.runner)
+
+# pylint: disable=wrong-import-position
 from absl import app
 from absl import flags
+# pylint: enable=wrong-import-position
 
 EVAL_FLAGS = flags.FlagValues()
 COMMANDS = ('align', 'synthesis', 'export', 'relpose', 'synthesize')
@@ -230,7 +236,8 @@ def execute(fv, argv):
       if many:
         from evaluation import relpose  # pylint: disable=g-import-not-at-top
         if len(many) > 1 or files or fv.image1 or fv.image2:
-          raise app.UsageError('relpose: give two images, --pair_list or --images_glob, one of them')
+          raise app.UsageError('relpose: give two images, --pair_list or --images_glob, one of '
+                               'them')
         pairs = (relpose.read_pair_list(fv.pair_list) if fv.pair_list
                  else relpose.glob_pairs(fv.images_glob))
         embedder = models_io.load_embedder(fv.embedder, fv.batch_size)
@@ -294,4 +301,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main, flags_parser=_flags_parser)
+  app.run(cli.exit_on_error(main), flags_parser=_flags_parser)

@@ -18,7 +18,8 @@ import os
 
 import numpy as np
 
-from evaluation import alignment, images, models_io, plots, relpose, results, synthesis
+from evaluation import alignment, embeddings_io, images, models_io, plots, relpose, results
+from evaluation import synthesis
 from evaluation import pairs as pairs_lib
 from evaluation.embeddings_io import load_embeddings
 from evaluation.files import atomic_write_npz, atomic_write_png, atomic_write_text
@@ -63,6 +64,25 @@ def _pair_ids(data, pairs):
   return ids
 
 
+def check_runs(embeddings_path, data, modes, all_pairs):
+  """Raises ValueError naming the file unless every mode's maps are in `data` and every map a
+  pair uses can be correlated in float32 (embeddings_io.check_map_scales).
+
+  Args:
+    data: the embeddings file's arrays; modes: 'fmap' and/or 'target';
+    all_pairs: {kind: pairs [P, 2] of rows}.
+  """
+  for mode in modes:
+    if mode not in data:
+      raise ValueError(f'embeddings file {embeddings_path}: no "{mode}" maps for --mode={mode} '
+                       f'(has {sorted(data)})')
+  used = np.concatenate([np.asarray(p, np.int64).reshape(-1) for p in all_pairs.values()] +
+                        [np.zeros(0, np.int64)])
+  for mode in modes:
+    embeddings_io.check_map_scales(data[mode], f'embeddings file {embeddings_path}, "{mode}"',
+                                   rows=used)
+
+
 def align_command(embeddings_path, pair_kinds=('same',), modes=('fmap',), upsample=1,
                   normalize=False, symmetric=False, max_pairs=None, seed=0, results_csv=None,
                   name=None, batch_size=64, progress=True, align_fn=None, odd_degree_weight=1.0,
@@ -76,24 +96,26 @@ def align_command(embeddings_path, pair_kinds=('same',), modes=('fmap',), upsamp
   results_csv = results_csv or default_results_csv(embeddings_path)
   out_dir = os.path.dirname(os.path.abspath(results_csv))
   label = run_name(embeddings_path, name, normalize, upsample, symmetric)
+  # Every input is checked and every run computed before the first file is written: a bad
+  # kind, mode or map leaves no half-written output.
+  all_pairs = {kind: _pairs_for(data, kind, max_pairs, seed, pair_enumeration, diff_partner)
+               for kind in pair_kinds}
+  check_runs(embeddings_path, data, modes, all_pairs)
+  runs = [(kind, mode, alignment.run_alignment(
+      data, pairs, mode=mode, symmetric=symmetric, align_fn=align_fn, batch_size=batch_size,
+      upsample=upsample, normalize=normalize, progress=progress,
+      odd_degree_weight=odd_degree_weight, peaks=peaks, upsample_method=upsample_method,
+      normalize_method=normalize_method)) for kind, pairs in all_pairs.items() for mode in modes]
   rows, curves = [], {}
-  for kind in pair_kinds:
-    pairs = _pairs_for(data, kind, max_pairs, seed, pair_enumeration, diff_partner)
-    for mode in modes:
-      run = alignment.run_alignment(data, pairs, mode=mode, symmetric=symmetric,
-                                    align_fn=align_fn, batch_size=batch_size, upsample=upsample,
-                                    normalize=normalize, progress=progress,
-                                    odd_degree_weight=odd_degree_weight, peaks=peaks,
-                                    upsample_method=upsample_method,
-                                    normalize_method=normalize_method)
-      row = dict(run['stats'], name=label, mode=mode, pairs=kind)
-      results.append_row(results_csv, row, results.ALIGNMENT_HEADER)
-      atomic_write_npz(pairs_record_path(out_dir, label, mode, kind),
-                       pairs=run['pairs'], estimated=run['estimated'], true=run['true'],
-                       raw_error_deg=run['raw_error_deg'], error_deg=run['error_deg'],
-                       **_pair_ids(data, run['pairs']))
-      rows.append(row)
-      curves[f'{mode}/{kind}'] = run['error_deg']
+  for kind, mode, run in runs:
+    row = dict(run['stats'], name=label, mode=mode, pairs=kind)
+    results.append_row(results_csv, row, results.ALIGNMENT_HEADER)
+    atomic_write_npz(pairs_record_path(out_dir, label, mode, kind),
+                     pairs=run['pairs'], estimated=run['estimated'], true=run['true'],
+                     raw_error_deg=run['raw_error_deg'], error_deg=run['error_deg'],
+                     **_pair_ids(data, run['pairs']))
+    rows.append(row)
+    curves[f'{mode}/{kind}'] = run['error_deg']
   plots.plot_error_cdf(os.path.join(out_dir, f'{label}.cdf.png'), curves,
                        title=f'Relative pose error: {label}', max_deg=90.0 if symmetric else 180.0)
   table = results.markdown_table(rows, results.ALIGNMENT_HEADER + ('pairs_per_s',))
@@ -113,26 +135,34 @@ def synthesis_command(embeddings_path, synthesizer, pair_kinds=('same',), modes=
   results_csv = results_csv or default_results_csv(embeddings_path, 'synthesis_results.csv')
   out_dir = os.path.dirname(os.path.abspath(results_csv))
   label = run_name(embeddings_path, name)
-  rows = []
-  for kind in pair_kinds:
-    pairs = _pairs_for(data, kind, max_pairs, seed)
+  # As in align_command: everything checked and computed before the first write.
+  all_pairs = {kind: _pairs_for(data, kind, max_pairs, seed) for kind in pair_kinds}
+  check_runs(embeddings_path, data, modes, all_pairs)
+  if 'image' not in data:
+    raise ValueError(f'embeddings file {embeddings_path}: no "image" views (export it with '
+                     '--include_images)')
+  runs = []
+  for kind, pairs in all_pairs.items():
     for mode in modes:
-      if hasattr(synthesizer, 'check_input') and mode in data:
+      if hasattr(synthesizer, 'check_input'):
         synthesizer.check_input(data[mode][:1])
-      run = synthesis.run_synthesis(data, pairs, synthesizer, mode=mode, rotate_fn=rotate_fn,
-                                    batch_size=batch_size)
-      row = dict(run['stats'], name=label, mode=mode, pairs=kind)
-      results.append_row(results_csv, row, results.SYNTHESIS_HEADER)
-      stem = os.path.join(out_dir, f'{label}.{mode}.{kind}')
-      atomic_write_npz(stem + '.synthesis.npz', pairs=run['pairs'], l1=run['l1'],
-                       psnr_db=run['psnr_db'], ssim=run['ssim'], predictions=run['predictions'],
-                       **_pair_ids(data, run['pairs']))
-      shown = run['pairs'][:grid_rows]
-      plots.save_image_grid(stem + '.grid.png', [data['image'][shown[:, 0]],
-                                                 run['predictions'][:grid_rows],
-                                                 data['image'][shown[:, 1]]],
-                            titles=('input', 'predicted', 'truth'))
-      rows.append(row)
+      runs.append((kind, mode, synthesis.run_synthesis(data, pairs, synthesizer, mode=mode,
+                                                       rotate_fn=rotate_fn,
+                                                       batch_size=batch_size)))
+  rows = []
+  for kind, mode, run in runs:
+    row = dict(run['stats'], name=label, mode=mode, pairs=kind)
+    results.append_row(results_csv, row, results.SYNTHESIS_HEADER)
+    stem = os.path.join(out_dir, f'{label}.{mode}.{kind}')
+    atomic_write_npz(stem + '.synthesis.npz', pairs=run['pairs'], l1=run['l1'],
+                     psnr_db=run['psnr_db'], ssim=run['ssim'], predictions=run['predictions'],
+                     **_pair_ids(data, run['pairs']))
+    shown = run['pairs'][:grid_rows]
+    plots.save_image_grid(stem + '.grid.png', [data['image'][shown[:, 0]],
+                                               run['predictions'][:grid_rows],
+                                               data['image'][shown[:, 1]]],
+                          titles=('input', 'predicted', 'truth'))
+    rows.append(row)
   table = results.markdown_table(rows, results.SYNTHESIS_HEADER + ('pairs_per_s',))
   return rows, table
 

@@ -23,6 +23,58 @@ MAP_KEYS = ('fmap', 'target')
 OPTIONAL_KEYS = ('target', 'label', 'image')
 
 
+# Largest |value| of a map that float32 correlation handles: products of two maps, summed over
+# the grid and the spectrum, must stay far from float32's overflow (3e38) and underflow (1e-38).
+MAX_MAP_AMPLITUDE = 1e12
+MIN_MAP_AMPLITUDE = 1e-12
+# A channel whose spread over the grid is below this fraction of the map's largest value varies
+# by less than float32 can resolve next to it (eps 1.2e-7): it carries no pose.
+MIN_RELATIVE_SPREAD = 1e-6
+
+
+def map_scale_problems(maps):
+  """Per map, why float32 correlation of it would be meaningless, or None when it is usable.
+
+  Args:
+    maps: `[N, 2B, 2B, C]` finite values.
+
+  Returns:
+    list of N entries: None, or a reason: 'all zeros', 'constant (no pose information)', or
+    'scale X outside [MIN_MAP_AMPLITUDE, MAX_MAP_AMPLITUDE]' (X its largest |value|).
+  """
+  maps = np.asarray(maps, np.float64)
+  if maps.ndim != 4 or not len(maps):
+    return [None] * len(maps)
+  amplitude = np.abs(maps).max(axis=(1, 2, 3))
+  spread = maps.std(axis=(1, 2)).max(axis=-1)
+  problems = []
+  for top, variation in zip(amplitude, spread):
+    if top == 0:
+      problems.append('all zeros')
+    elif not MIN_MAP_AMPLITUDE <= top <= MAX_MAP_AMPLITUDE:
+      problems.append(f'scale {top:.3g} outside [{MIN_MAP_AMPLITUDE:g}, '
+                      f'{MAX_MAP_AMPLITUDE:g}] (float32 correlation over- or underflows)')
+    elif variation <= MIN_RELATIVE_SPREAD * top:
+      problems.append('constant (no pose information)')
+    else:
+      problems.append(None)
+  return problems
+
+
+def check_map_scales(maps, what, rows=None):
+  """Raises ValueError naming `what` when any map (of `rows`, default all) is unusable for
+  float32 correlation (`map_scale_problems`): e.g. 'embeddings file x.npz, "fmap"'."""
+  maps = np.asarray(maps)
+  rows = np.arange(len(maps)) if rows is None else np.unique(np.asarray(rows, np.int64))
+  problems = map_scale_problems(maps[rows]) if len(rows) else []
+  bad = [(int(r), p) for r, p in zip(rows, problems) if p is not None]
+  if bad:
+    shown = '; '.join(f'row {r}: {p}' for r, p in bad[:3])
+    more = f' (and {len(bad) - 3} more)' if len(bad) > 3 else ''
+    raise ValueError(f'{what}: {len(bad)} of {len(rows)} maps cannot be aligned in float32: '
+                     f'{shown}{more}')
+
+
 def _fail(path, message):
   raise ValueError(f'embeddings file {path}: {message}')
 

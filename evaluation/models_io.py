@@ -17,6 +17,8 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from evaluation import embeddings_io
+
 SIGNATURE_KEY = 'serving_default'
 OUTPUT_KEYS = ('embedding', 'embeddings', 'image', 'images', 'output_0')
 
@@ -123,10 +125,15 @@ def image_size_of(embedder, default=None):
 
 
 def check_embedding(maps, source):
-  """Raises a ValueError naming `source` unless `maps` is `[N, 2B, 2B, C]`."""
+  """Raises a ValueError naming `source` unless `maps` is `[N, 2B, 2B, C]` of finite maps that
+  float32 correlation can use (embeddings_io.check_map_scales: not zero, constant or of a
+  scale that over- or underflows)."""
   shape = np.shape(maps)
   if len(shape) != 4 or shape[1] != shape[2] or shape[1] % 2:
     raise ValueError(f'{source} returned {list(shape)}, expected embeddings [N, 2B, 2B, C]')
+  if not np.all(np.isfinite(maps)):
+    raise ValueError(f'{source} returned non-finite embeddings')
+  embeddings_io.check_map_scales(maps, f'{source} output')
 
 
 def load_teacher(path, batch_size=32):

@@ -7,6 +7,7 @@ statistics) shows up as a large angle.
 """
 import csv
 import os
+import re
 
 import numpy as np
 import pytest
@@ -368,9 +369,11 @@ def test_export_embeddings_from_a_dataset(tmp_path):
   dataset = tf.data.Dataset.from_tensor_slices({
       'image': images, 'sphere': spheres, 'rotation': rot, 'label': np.arange(n) % 2,
       'instance': np.array([b'a', b'a', b'b', b'b', b'c']), 'view': np.arange(n)})
-  # Stand-ins with an output each example can be traced back to.
+  # Stand-ins with an output each example can be traced back to (its value at [0, 0, 0]); the
+  # ramp makes the maps non-constant, which export requires (models_io.check_embedding).
+  ramp = 1.0 + np.linspace(0.0, 1.0, 2 * BANDWIDTH)[None, :, None, None]
   embedder = lambda v: np.repeat(v.mean(axis=(1, 2, 3))[:, None, None, None], 2 * BANDWIDTH,
-                                 1).repeat(2 * BANDWIDTH, 2).repeat(3, 3)
+                                 1).repeat(2 * BANDWIDTH, 2).repeat(3, 3) * ramp
   teacher = lambda s: s * 2.0
   path = tmp_path / 'sub' / 'emb.npz'
   arrays, _ = embeddings_export.export_embeddings(path, dataset.as_numpy_iterator(), embedder,
@@ -425,3 +428,48 @@ def test_export_command_on_a_built_dataset_then_both_experiments(tmp_path, capsy
   assert evaluate.run(['evaluate.py', 'export', f'--embedder={tmp_path / "emb"}',
                        f'--data_dir={tmp_path / "nothing"}', f'--output={out}']) == 1
   assert 'nothing' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('damage,reason', [
+    (lambda m: m * np.float32(1e30), r'scale 1.*e\+30 outside'),
+    (lambda m: np.zeros_like(m), 'all zeros'),
+    (lambda m: np.full_like(m, 0.5), r'constant \(no pose information\)'),
+    (lambda m: m * np.float32(1e-30), r'scale 1.*e-30 outside'),
+])
+def test_maps_float32_cannot_correlate_are_refused_not_aligned(tmp_path, capsys, damage, reason):
+  """A file of maps scaled by 1e30 (finite in float32), all zeros or constant gave every pair
+  the same rotation with exit 0: now a one-line refusal naming the file, and nothing written."""
+  arrays = analytic_embeddings(n_instances=2, views=3)
+  arrays['fmap'] = damage(arrays['fmap']).astype(np.float32)
+  path = tmp_path / 'in' / 'e.npz'
+  save_embeddings(path, **arrays)
+  out = tmp_path / 'out' / 'results.csv'
+  code = evaluate.run(['evaluate.py', f'--embeddings={path}', '--mode=target,fmap',
+                       '--noprogress', f'--results_csv={out}'])
+  assert code == 1
+  error = capsys.readouterr().err.strip().splitlines()
+  assert len(error) == 1 and 'e.npz, "fmap"' in error[0], error
+  assert re.search(reason, error[0]), error[0]
+  assert not out.parent.exists()  # not even the target rows, computed first
+  with pytest.raises(ValueError, match=reason):  # relpose and export check embedders' outputs
+    from evaluation import models_io  # pylint: disable=g-import-not-at-top
+    models_io.check_embedding(arrays['fmap'], 'embedder')
+  models_io.check_embedding(analytic_embeddings(n_instances=1, views=2)['fmap'], 'embedder')
+
+
+def test_a_failing_pair_kind_writes_nothing(tmp_path, capsys):
+  """--pairs=same,diff on a file without different-instance pairs wrote the same rows and their
+  records before failing; now it fails before writing anything."""
+  path = tmp_path / 'e.npz'
+  save_embeddings(path, **analytic_embeddings(n_instances=1, views=3))
+  before = sorted(os.listdir(tmp_path))
+  code = evaluate.run(['evaluate.py', f'--embeddings={path}', '--pairs=same,diff',
+                       '--noprogress'])
+  assert code == 1
+  error = capsys.readouterr().err.strip().splitlines()
+  assert len(error) == 1 and 'diff' in error[0], error
+  assert sorted(os.listdir(tmp_path)) == before
+  # The same for the view synthesis, before its synthesizer runs.
+  code = evaluate.run(['evaluate.py', 'synthesis', f'--embeddings={path}', '--pairs=same,diff',
+                       f'--synthesizer={tmp_path / "none"}'])
+  assert code == 1 and sorted(os.listdir(tmp_path)) == before
