@@ -266,3 +266,38 @@ def test_tools_accept_the_students_real_exports(tmp_path, capsys):
                        f'--synthesizer={synthesizer}', files[0], '--axis_angle_deg=0,1,0,90',
                        f'--output={tmp_path / "novel.png"}']) == 0
   assert Image.open(tmp_path / 'novel.png').size == (size, size)
+
+
+def test_huge_images_are_refused_before_decoding_and_large_jpegs_decoded_small(scene, tmp_path,
+                                                                              capsys, monkeypatch):
+  """A 20000 x 20000 PNG (0.4 MB on disk, 400 million pixels) raised an uncaught
+  DecompressionBombError; now one line naming the file and the limit. A large JPEG is decoded at
+  a reduced DCT scale (PIL's draft) before the resize, to nearly the same view."""
+  bomb = tmp_path / 'bomb.png'
+  Image.new('L', (20000, 20000)).save(bomb)
+  code = evaluate.run(['evaluate.py', 'relpose', f'--embedder={scene["embedder"]}', str(bomb),
+                       scene['files'][0]])
+  error = capsys.readouterr().err.strip().splitlines()
+  assert code == 1 and len(error) == 1, error
+  assert 'bomb.png: 400 million pixels, more than the limit of 89 million' in error[0]
+
+  rng = np.random.default_rng(0)
+  smooth = np.kron(rng.uniform(0, 255, (16, 16, 3)), np.ones((128, 128, 1))).astype(np.uint8)
+  photo = tmp_path / 'photo.jpg'
+  Image.fromarray(smooth).save(photo, quality=95)  # 2048 x 2048
+  drafts = []
+  from PIL import JpegImagePlugin  # pylint: disable=g-import-not-at-top
+  original_jpeg_draft = JpegImagePlugin.JpegImageFile.draft
+
+  def jpeg_spy(self, mode, size):
+    result = original_jpeg_draft(self, mode, size)
+    drafts.append((self.size, size))
+    return result
+
+  monkeypatch.setattr(JpegImagePlugin.JpegImageFile, 'draft', jpeg_spy)
+  view = images.load_view(photo, 32)
+  assert drafts and drafts[0][0] == (256, 256), drafts  # decoded at 1/8 scale: 4 x 32 = 128 <= 256
+  with Image.open(photo) as full:  # the full decode, resized the same way
+    reference = np.asarray(full.convert('L').resize((32, 32), Image.Resampling.BILINEAR,
+                                                    reducing_gap=None), np.float32) / 255
+  np.testing.assert_allclose(view[..., 0], reference, atol=3 / 255)
