@@ -3,10 +3,12 @@
 Matrices act on column vectors; ZYZ Euler angles follow geometry (R = Rz(a) Ry(b) Rz(c)).
 Quaternions are (w, x, y, z), scalar first, with w >= 0 (the two signs are the same rotation).
 Axis-angle is a unit axis and an angle in [0, 180] degrees (axis (0, 0, 1) for the identity).
+Quaternion and axis-angle conversions go through tensorflow-graphics (`geometry.conversions`);
+ZYZ Euler angles through `geometry` (tfg has XYZ Euler angles only).
 """
 import numpy as np
-from scipy.spatial.transform import Rotation
 
+from geometry import conversions
 from geometry import euler_zyz_to_matrix, matrix_to_euler_zyz
 
 
@@ -22,11 +24,8 @@ def _check_matrix(matrix):
 def describe_rotation(matrix):
   """A 3x3 rotation -> dict(matrix, quaternion_wxyz, euler_zyz_deg, axis, angle_deg); lists."""
   m = _check_matrix(matrix)
-  q = Rotation.from_matrix(m).as_quat(scalar_first=True)
-  q = q if q[0] >= 0 else -q
-  rotvec = Rotation.from_matrix(m).as_rotvec()
-  angle = float(np.linalg.norm(rotvec))
-  axis = rotvec / angle if angle > 1e-12 else np.array([0.0, 0.0, 1.0])
+  q = conversions.matrix_to_quaternion(m).numpy()
+  axis, angle = (v.numpy() for v in conversions.matrix_to_axis_angle(m))
   euler = np.degrees(matrix_to_euler_zyz(m).numpy())
   return {'matrix': m.tolist(), 'quaternion_wxyz': q.tolist(), 'euler_zyz_deg': euler.tolist(),
           'axis': axis.tolist(), 'angle_deg': float(np.degrees(angle))}
@@ -64,9 +63,9 @@ def rotation_from_flags(euler_zyz_deg=None, quaternion_wxyz=None, axis_angle_deg
     q = parse_floats(text, 4, name)
     if np.linalg.norm(q) < 1e-12:
       raise ValueError(f'--quaternion={text!r}: the zero quaternion is not a rotation')
-    return Rotation.from_quat(q / np.linalg.norm(q), scalar_first=True).as_matrix()
+    return conversions.quaternion_to_matrix(q).numpy()
   values = parse_floats(text, 4, name)
   axis = values[:3]
   if np.linalg.norm(axis) < 1e-12:
     raise ValueError(f'--axis_angle_deg={text!r}: the axis must not be zero')
-  return Rotation.from_rotvec(axis / np.linalg.norm(axis) * np.radians(values[3])).as_matrix()
+  return conversions.axis_angle_to_matrix(axis, np.radians(values[3])).numpy()

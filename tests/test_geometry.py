@@ -112,3 +112,70 @@ def test_quaternion_to_matrix_rotates_about_its_axis():
   t = 0.8
   q = np.array([np.cos(t / 2), 0, 0, np.sin(t / 2)])  # about +z by t, (w, x, y, z)
   np.testing.assert_allclose(geometry.quaternion_to_matrix(q), geometry.rotation_z(t), atol=1e-12)
+
+
+# tensorflow-graphics (geometry.conversions) against our formulas.
+
+def _haar(n=200, seed=7):
+  return geometry.random_rotations(n, seed).astype(np.float64)
+
+
+def test_tfg_quaternions_match_our_formula_both_ways():
+  from geometry import conversions  # pylint: disable=g-import-not-at-top
+  q = np.random.default_rng(0).normal(size=(100, 4))
+  np.testing.assert_allclose(conversions.quaternion_to_matrix(q), geometry.quaternion_to_matrix(q),
+                             atol=1e-12)
+  r = _haar()
+  back = conversions.matrix_to_quaternion(r).numpy()
+  assert np.all(back[:, 0] >= 0)
+  np.testing.assert_allclose(np.linalg.norm(back, axis=-1), 1.0, atol=1e-12)
+  np.testing.assert_allclose(geometry.quaternion_to_matrix(back), r, atol=1e-6)  # r: float32
+
+
+def test_tfg_axis_angle_matches_rodrigues_including_half_turns():
+  from geometry import conversions  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(1)
+  axis = rng.normal(size=(50, 3))
+  axis /= np.linalg.norm(axis, axis=-1, keepdims=True)
+  angle = np.concatenate([rng.uniform(0, np.pi, 47), [np.pi, np.pi - 1e-5, 0.0]])
+  k = np.zeros((50, 3, 3))
+  k[:, 0, 1], k[:, 0, 2], k[:, 1, 2] = -axis[:, 2], axis[:, 1], -axis[:, 0]
+  k -= np.swapaxes(k, 1, 2)
+  rodrigues = (np.eye(3) + np.sin(angle)[:, None, None] * k +
+               (1 - np.cos(angle))[:, None, None] * k @ k)
+  np.testing.assert_allclose(conversions.axis_angle_to_matrix(axis, angle), rodrigues, atol=1e-12)
+  got_axis, got_angle = (v.numpy() for v in conversions.matrix_to_axis_angle(rodrigues))
+  np.testing.assert_allclose(got_angle, angle, atol=1e-6)
+  np.testing.assert_allclose(conversions.axis_angle_to_matrix(got_axis, got_angle), rodrigues,
+                             atol=1e-6)
+  np.testing.assert_allclose(got_axis[-1], [0, 0, 1])  # the identity's conventional axis
+
+
+def test_tfg_euler_is_xyz_only_and_our_zyz_is_its_single_axis_composition():
+  """The evidence for docs/deviations.md: tfg's from_euler([a, b, c]) is Rz(c) Ry(b) Rx(a), not
+  ZYZ; our ZYZ equals the product of tfg's single-axis rotations."""
+  from geometry import conversions  # pylint: disable=g-import-not-at-top
+  a, b, c = 0.3, 1.1, -2.0
+  rx = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
+  xyz = conversions.euler_xyz_to_matrix([a, b, c]).numpy()
+  np.testing.assert_allclose(xyz, geometry.rotation_z(c) @ geometry.rotation_y(b) @ rx, atol=1e-12)
+  assert np.abs(xyz - geometry.euler_zyz_to_matrix([a, b, c]).numpy()).max() > 0.1
+  single = lambda axis, t: conversions.euler_xyz_to_matrix(np.eye(3)[axis] * t).numpy()
+  np.testing.assert_allclose(geometry.euler_zyz_to_matrix([a, b, c]),
+                             single(2, a) @ single(1, b) @ single(2, c), atol=1e-12)
+
+
+def test_importing_the_project_does_not_import_tensorflow_addons():
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  packages = ('import sys, correlation, datasets, evaluation, geometry, models, pipeline\n'
+              'import geometry.conversions, evaluation.rotation_formats, evaluation.commands\n'
+              'import models.student_task, models.teacher_task, models.training\n')
+  report = ("print(sorted(m for m in sys.modules if m.startswith('tensorflow_addons')))\n"
+            "print('tensorflow_graphics' in sys.modules)")
+  root = str(__import__('pathlib').Path(__file__).resolve().parent.parent)
+  for programs in ('import evaluate, main\n', 'import train\n'):  # main and train share flags
+    out = subprocess.run([sys.executable, '-c', packages + programs + report], capture_output=True,
+                         text=True, check=True, cwd=root)
+    lines = out.stdout.strip().splitlines()
+    assert lines[-2] == '[]' and lines[-1] == 'True'
