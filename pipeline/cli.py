@@ -54,10 +54,10 @@ def check_int(name, value, minimum=1):
 
 def check_power_of_two(name, value, minimum=1):
   """`value` as int if it is a power of two >= `minimum`."""
-  value = check_int(name, value, minimum)
-  if value & (value - 1):
-    raise InputError(f'{name} must be a power of two >= {minimum}, got {value}')
-  return value
+  if (isinstance(value, bool) or value is None or int(value) != value or value < minimum
+      or int(value) & (int(value) - 1)):
+    raise InputError(f'{name} must be a power of two >= {minimum}, got {value!r}')
+  return int(value)
 
 
 def check_choices(name, values, choices):

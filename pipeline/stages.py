@@ -135,13 +135,26 @@ def _verify_training(job, model):
   del loaded
 
 
+def remove(stage, target, why):
+  """Deletes the file or folder `target`, saying what it deletes and why (nothing is deleted
+  silently: --force and changed settings remove whole model folders)."""
+  if os.path.isdir(target):
+    count = sum(len(files) for _, _, files in os.walk(target))
+    print(f'[{stage}] removing {target} ({count} files: checkpoints, summaries, export) '
+          f'because {why}', flush=True)
+    shutil.rmtree(target)
+  elif os.path.exists(target):
+    print(f'[{stage}] removing {target} because {why}', flush=True)
+    os.remove(target)
+
+
 def _run_recorded(job, stage, settings, outputs, work, folder=None):
   """Runs `work()` under the stage record protocol (see pipeline.runner); `folder` is cleared
   when it holds work of other settings or --force is on."""
   if folder and os.path.isdir(folder) and (
       job.force or runner.has_other_settings(job.output_dir, stage, settings)):
-    print(f'[{stage}] clearing {folder} (other settings or --force)', flush=True)
-    shutil.rmtree(folder)
+    why = '--force' if job.force else 'it holds work of other settings'
+    remove(stage, folder, why)
   runner.write_record(job.output_dir, stage, settings, outputs, 'running')
   work()
   missing = [p for p in outputs if not os.path.exists(p)]
@@ -239,8 +252,7 @@ def run_align(job):
   csv = path(job, 'eval', ALIGN_CSV)
 
   def work():
-    if os.path.exists(csv):  # this stage owns the table: a rerun starts it afresh
-      os.remove(csv)
+    remove('relative_pose', csv, 'this stage rewrites its table')
     kinds = pair_kinds(_embeddings_path(job))
     for upsample in settings['upsample']:
       runner.run_program('relative_pose', [
@@ -271,8 +283,7 @@ def run_view_synthesis(job):
            for k in kinds]
 
   def work():
-    if os.path.exists(csv):
-      os.remove(csv)
+    remove('view_synthesis', csv, 'this stage rewrites its table')
     runner.run_program('view_synthesis', [
         'evaluate.py', 'synthesis', f'--embeddings={_embeddings_path(job)}',
         f'--synthesizer={path(job, "synthesis", "export")}', '--mode=target,fmap',
