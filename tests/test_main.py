@@ -325,3 +325,123 @@ def test_chance_levels_of_the_results_match_random_rotations():
   assert np.median(errors) == pytest.approx(stages.CHANCE_MEDIAN_DEG, abs=1.0)
   assert np.median(np.minimum(errors, 180 - errors)) == pytest.approx(
       stages.CHANCE_FLIP_TOLERANT_MEDIAN_DEG, abs=1.0)
+
+
+def _folder_job(tmp_path, force=False):
+  return main.Job(output_dir=str(tmp_path / 'out'), data_dir=str(tmp_path / 'data'),
+                  dataset=dict(source='folder', mesh_dir=str(tmp_path / 'meshes'),
+                               views_per_instance=1, bandwidth=8, image_size=16),
+                  sheet_instances=1, force=force)
+
+
+def _summary_counts(table):
+  """{category: total examples over the splits} from summary_table's rows."""
+  counts = {}
+  for line in table.splitlines()[2:]:
+    cells = line.split()
+    if len(cells) >= 2 and all(c.isdigit() for c in cells[1:]) and not line.startswith(' '):
+      counts[cells[0]] = sum(int(c) for c in cells[1:])
+  return counts
+
+
+def test_a_changed_mesh_folder_is_a_new_data_set(tmp_path, capsys):
+  """Adding meshes or a category to --mesh_dir used to give 'outputs complete, skipped' and a
+  summary listing the new category with 0 examples: the name hashed the folder's path only."""
+  meshes = tmp_path / 'meshes'
+  _write_tetrahedra(meshes / 'cup', 3)
+  _write_tetrahedra(meshes / 'box', 3)
+  job = _folder_job(tmp_path)
+  main.run_stages(job, ['dataset'])
+  first = job.builder().builder_config.name
+  assert {k: v for k, v in _summary_counts(main.summary_table(job)).items()
+          if k in ('cup', 'box', 'total')} == {'cup': 3, 'box': 3, 'total': 6}
+
+  _write_tetrahedra(meshes / 'cup', 1, start=3)  # one more cup, and a new category
+  _write_tetrahedra(meshes / 'vase', 2)
+  changed = _folder_job(tmp_path)
+  assert changed.builder().builder_config.name != first
+  assert not main.STAGES[0].is_complete(changed)
+  capsys.readouterr()
+  main.run_stages(changed, ['dataset'])
+  assert 'Stage dataset: running' in capsys.readouterr().out
+  counts = _summary_counts(main.summary_table(changed))
+  assert (counts['cup'], counts['box'], counts['vase'], counts['total']) == (4, 3, 2, 9)
+
+  # Touching a file (same names and sizes, new contents) changes the name too.
+  os.utime(meshes / 'box' / 'shape0.off', ns=(1, 1))
+  assert _folder_job(tmp_path).builder().builder_config.name != changed.builder().builder_config.name
+
+
+def test_killed_builds_are_cleaned_and_skipped_entries_and_empty_classes_shown(tmp_path, capsys):
+  meshes = tmp_path / 'meshes'
+  _write_tetrahedra(meshes / 'cup', 3)
+  (meshes / 'cup' / 'notes.txt').write_text('not a mesh')
+  (meshes / 'cup' / 'parts').mkdir()
+  os.symlink(tmp_path / 'nowhere.off', meshes / 'cup' / 'gone.off')
+  os.symlink('loop.off', meshes / 'cup' / 'loop.off')  # a link to itself
+  (meshes / 'broken').mkdir()
+  (meshes / 'broken' / 'bad.off').write_text('OFF\n3 1 0\n0 0 0\n')  # truncated
+  (meshes / 'empty').mkdir()
+  (meshes / 'empty' / 'readme.md').write_text('no meshes here')
+  (meshes / 'README').write_text('a file beside the categories')
+  job = _folder_job(tmp_path)
+  # A killed build leaves TFDS' temporary folder behind.
+  leftover = os.path.join(os.path.dirname(job.builder().data_dir), 'incomplete.ABC123_1.4.0')
+  os.makedirs(leftover)
+  open(os.path.join(leftover, 'part.tfrecord'), 'w').close()
+  capsys.readouterr()
+  main.run_stages(job, ['dataset'])
+  assert not os.path.exists(leftover)
+  assert f'Removing {leftover}, left by a build that did not finish' in capsys.readouterr().out
+  table = main.summary_table(job)
+  assert "Warning: category 'broken' has no usable mesh (1 failed): an empty class" in table
+  for entry in ('README: not a category folder', 'cup/gone.off: dangling link',
+                'cup/loop.off: symlink loop', 'cup/notes.txt: unsupported format .txt',
+                'cup/parts: a folder', 'empty/: no mesh files'):
+    assert f'  {entry}' in table, entry
+  assert 'Skipped entries of the mesh folder: 6' in table
+
+
+def test_flags_and_inputs_are_checked_before_anything_is_written(tmp_path):
+  a_file = tmp_path / 'a_file'
+  a_file.write_text('x')
+  (tmp_path / 'no_meshes').mkdir()
+  out = tmp_path / 'out'
+  for flag, message in (
+      ('--teacher_steps=-5', '--teacher_steps must be a positive integer, got -5'),
+      ('--teacher_batch_size=0', '--teacher_batch_size must be a positive integer, got 0'),
+      ('--student_batch_size=-1', '--student_batch_size must be a positive integer'),
+      ('--image_size=7', '--image_size must be a power of two >= 4, got 7'),
+      ('--bandwidth=12', '--bandwidth must be a power of two >= 2, got 12'),
+      ('--stages=dataset,bogus', "--stages: unknown stages ['bogus']"),
+      (f'--output_dir={a_file}', 'is a file, not a folder'),
+      (f'--mesh_dir={tmp_path / "no_meshes"}', 'has no <category>/ sub-folders with mesh files'),
+      ('--views_per_instance=0', '--views_per_instance must be a positive integer')):
+    with flagsaver.flagsaver():
+      main.FLAGS(['main.py', '--preset=tiny', f'--output_dir={out}', flag])
+      with pytest.raises(ValueError if 'stages' in flag else (app.UsageError, ValueError),
+                         match=message.replace('[', r'\[').replace(']', r'\]')):
+        main.main(['main.py'])
+    assert not out.exists(), flag
+
+
+def test_force_says_what_it_removes(tmp_path, capsys):
+  job = _job(tmp_path, force=True)
+  folder = stages.path(job, 'teacher')
+  os.makedirs(os.path.join(folder, 'export'))
+  for name in ('ckpt-2.index', os.path.join('export', 'saved_model.pb')):
+    open(os.path.join(folder, name), 'w').close()
+  stages._run_recorded(job, 'teacher', {'args': []}, [], lambda: None, folder)  # pylint: disable=protected-access
+  out = capsys.readouterr().out
+  assert (f'[teacher] removing {folder} (2 files: checkpoints, summaries, export) because --force'
+          in out)
+  assert not os.path.exists(folder)
+
+
+def test_readme_says_saved_models_are_code_and_what_force_deletes():
+  with open(REPO_ROOT / 'README.md') as f:
+    readme = f.read()
+  note = readme[readme.index('**Trust and safety.**'):][:1200]
+  for words in ('programs', '--embedder', '--teacher', '--synthesizer', 'read and write files',
+                '--force', 'teacher/', 'tensorflow_datasets'):
+    assert words in note, words
