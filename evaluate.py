@@ -297,6 +297,9 @@ def _flags_parser(argv):
 
 
 def main(argv):
+  # Before TensorFlow loads (execute imports it): no start-up notices unless --verbosity=1.
+  from pipeline import console  # pylint: disable=g-import-not-at-top
+  console.quiet(sys.argv)
   return execute(EVAL_FLAGS, argv)
 
 

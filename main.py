@@ -29,6 +29,14 @@ from typing import Callable, Optional
 from absl import app
 from absl import flags
 from absl import logging
+
+from pipeline import console
+
+# Before TensorFlow loads: its start-up lines, C++ notices and library warnings stay off the
+# console (kept in logs/main.log); --verbosity=1 shows them.
+console.quiet(sys.argv, own_info=False, tfds=True)
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
 import tensorflow_datasets as tfds
 
 from datasets import builders
@@ -39,6 +47,7 @@ from pipeline import locks
 from pipeline import presets
 from pipeline import runner
 from pipeline import stages as pipeline_stages
+# pylint: enable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('output_dir', './output', 'Folder of every output of the job.')
@@ -313,6 +322,7 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   job = job_from_flags()  # every flag and input checked before anything is written
   with locks.hold(job.output_dir, '--output_dir'):
+    console.log_to_file(os.path.join(job.output_dir, 'logs', 'main.log'))
     run_stages(job, FLAGS.stages)
   print(summary_table(job))
   results = os.path.join(job.output_dir, pipeline_stages.RESULTS_MD)

@@ -16,6 +16,10 @@ from pipeline import cli
 cli.die_with_parent()  # before the heavy imports: a pipeline's train.py dies with the pipeline
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
+from pipeline import console
+
+console.quiet(sys.argv)  # before TensorFlow loads: no start-up notices unless --verbosity=1
+
 from absl import app
 from absl import flags
 from absl import logging

@@ -411,6 +411,13 @@ class EquivariantShapes(tfds.core.GeneratorBasedBuilder):
         metadata=tfds.core.MetadataDict(),
     )
 
+  def _log_download_bytes(self):
+    # TFDS prints download sizes (all 'Unknown' here: nothing is downloaded) on stdout; a log line.
+    logging.info('Building %s/%s in %s', self.name, self.builder_config.name, self.data_dir)
+
+  def _log_download_done(self):
+    logging.info('Built %s/%s in %s', self.name, self.builder_config.name, self.data_dir)
+
   def _download_and_prepare(self, dl_manager, download_config):
     # A Beam runner or Beam options switch the generation to Beam, as for TFDS' own Beam data
     # sets (`tfds build --beam_pipeline_options=...` sets the options).

@@ -130,8 +130,9 @@ def run_program(stage, args, log_path, show=None, env=None):
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   # The program dies with this process (cli.die_with_parent) and holds its folder locks too
   # (pipeline.locks), so no orphan writes into the output folder after a kill.
+  # EIE_CONSOLE=full: the program prints everything (pipeline.console), which goes to the log.
   environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', PYTHONUNBUFFERED='1',
-                     **cli.child_environment(), **(env or {}))
+                     EIE_CONSOLE='full', **cli.child_environment(), **(env or {}))
   command = [sys.executable] + list(args)
   tail = []
   with open(log_path, 'a') as log:
