@@ -17,6 +17,13 @@ import sys
 from absl import app
 from absl import flags
 
+if __name__ == '__main__':
+  from pipeline import console  # pylint: disable=g-import-not-at-top
+  # Library warnings and progress bars off (--verbosity=1 shows them); the package `datasets`
+  # has loaded TensorFlow already, so its start-up lines are printed.
+  console.quiet(sys.argv, tfds=True)
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
 from datasets import builders
 from pipeline import cli
 
@@ -28,6 +35,9 @@ def define_flags():
   with the same names and both may be imported in one process."""
   flags.DEFINE_string('data_dir', None, 'TFDS data folder to build into (gs:// with Beam on a '
                       'cluster).')
+  flags.DEFINE_string('config', None, 'A registered config to build, by name '
+                      '(equivariant_shapes/procedural_b8_s16_v2_n10, as `tfds build --config`); '
+                      'its settings replace those of the flags below.')
   flags.DEFINE_enum('source', 'procedural', builders.SOURCES, 'Mesh source.')
   flags.DEFINE_string('mesh_dir', None, 'Mesh folder of the folder and shapenet sources; on a '
                       'cluster a path that every worker can read.')
@@ -84,6 +94,11 @@ def main(argv):
                 image_size=FLAGS.image_size, test_fraction=FLAGS.test_fraction,
                 test_per_category=FLAGS.test_per_category, seed=FLAGS.seed,
                 extra_channels=tuple(FLAGS.extra_channels))
+  if FLAGS.config:
+    try:
+      config = builders.data_settings(FLAGS.config, FLAGS.data_dir)
+    except ValueError as e:
+      raise app.UsageError(f'--config: {e}') from e
   try:
     # Listing the meshes checks the mesh folder and the split settings before any work starts.
     builders.mesh_records(builders.make_config(**config))

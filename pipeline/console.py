@@ -119,7 +119,9 @@ def quiet(argv=None, own_info=True, tfds=False):
   if os.environ.get(FULL_ENV) == 'full' or (verbosity is not None and verbosity >= 1):
     return False
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
-  lines = _import_tensorflow_catching_stderr(tfds)
+  # Already loaded (`python -m datasets.build`: the package imports it first), its start-up lines
+  # are out; the filters below still apply.
+  lines = [] if 'tensorflow' in sys.modules else _import_tensorflow_catching_stderr(tfds)
   STARTUP_LINES.extend(lines)
   for line in lines:
     if not is_startup_noise(line):

@@ -445,3 +445,15 @@ def test_train_and_evaluate_take_the_data_set_by_name(tmp_path):
   assert json.loads(lines[0]) == settings
   assert json.loads(lines[1]) == {'bandwidth': 8, 'image_size': 16}
   assert lines[2] == '{"bandwidth": 8}'
+
+
+def test_build_program_takes_a_config_name(tmp_path):
+  import subprocess  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  done = subprocess.run([sys.executable, '-m', 'datasets.build', f'--data_dir={tmp_path}',
+                         '--config=equivariant_shapes/procedural_b8_s16_v2_n11'], cwd=root,
+                        capture_output=True, text=True, timeout=300)
+  assert done.returncode != 0
+  assert ('--config: no data set equivariant_shapes/procedural_b8_s16_v2_n11'
+          in done.stderr.splitlines()[-1])
