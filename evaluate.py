@@ -162,9 +162,7 @@ def _require(fv, *names):
 
 
 def _check_choices(name, values, choices):
-  bad = [v for v in values if v not in choices]
-  if bad or not values:
-    raise app.UsageError(f'--{name}={",".join(values)}: each value must be one of {choices}')
+  cli.check_choices(f'--{name}', values, choices)
 
 
 def _split_command(argv):

@@ -33,11 +33,14 @@ EXIT_USAGE = 2  # a bad flag or input
 EXIT_FAILURE = 1  # the work itself failed
 
 
-class InputError(ValueError):
-  """A bad flag or input file: shown as one line (and an optional hint line), no traceback."""
+class InputError(app.UsageError, ValueError):
+  """A bad flag or input file: shown as one line (and an optional hint line), no traceback.
+
+  Both a usage error (absl's) and a ValueError, so callers that catch either see it.
+  """
 
   def __init__(self, message, hint=None):
-    super().__init__(message)
+    super().__init__(message, EXIT_USAGE)
     self.hint = hint
 
 

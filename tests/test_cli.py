@@ -181,3 +181,44 @@ def _alive(pid):
       return f.read().split(')')[-1].split()[0] != 'Z'
   except FileNotFoundError:
     return False
+
+
+_TF_NOISE = ('WARNING: All log messages', 'I0000', 'E0000', 'W0000', 'To enable the following',
+             'oneDNN')
+
+
+def _command(tmp_path, *args):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', CUDA_VISIBLE_DEVICES='')
+  return subprocess.run([sys.executable, *args], cwd=REPO_ROOT, env=env, capture_output=True,
+                        text=True, timeout=300)
+
+
+@pytest.mark.slow  # a dozen TensorFlow processes
+def test_every_command_reports_a_bad_flag_in_one_line_and_writes_nothing(tmp_path):
+  out = tmp_path / 'out'
+  cases = [
+      (['main.py', '--teacher_steps=-5'], '--teacher_steps must be a positive integer, got -5'),
+      (['main.py', '--bandwidth=abc'], 'flag --bandwidth=abc'),
+      (['main.py', '--stages=bogus'], "unknown stages ['bogus']"),
+      (['train.py', '--model=teacher', '--max_steps=-1'], '--max_steps must be a non-negative'),
+      (['train.py', '--model=teacher', '--batch_size=0'], '--batch_size must be a positive'),
+      (['train.py', '--model=teacher', '--data_config={bandwidth: 8'],
+       '--data_config is not valid JSON'),
+      (['train.py', '--model=bogus'], 'flag --model=bogus'),
+      (['evaluate.py', '--mode=bogus', '--embeddings=x.npz'], '--mode=bogus: each value'),
+      (['evaluate.py', '--pairs=all', '--embeddings=x.npz'], '--pairs=all: each value'),
+      (['evaluate.py', '--bandwidth=3'], "Unknown command line flag 'bandwidth'"),
+      (['-m', 'datasets.build', '--bandwidth=0'], '--bandwidth must be a positive integer'),
+      (['-m', 'datasets.build', '--source=folder', f'--mesh_dir={tmp_path / "none"}'],
+       '--mesh_dir='),
+  ]
+  for args, message in cases:
+    program = args[1].split('.')[-1] + '.py' if args[0] == '-m' else args[0]
+    place = {'main.py': [f'--output_dir={out}'], 'train.py': [f'--model_dir={out}'],
+             'build.py': [f'--data_dir={out}']}.get(program, [])
+    result = _command(tmp_path, *args, *place)
+    lines = [l for l in result.stderr.splitlines() if l.strip() and not l.startswith(_TF_NOISE)]
+    assert result.returncode != 0, args
+    assert 'Traceback' not in result.stderr and 1 <= len(lines) <= 2, (args, lines)
+    assert lines[0].startswith(f'{program}:') and message in lines[0], (args, lines)
+    assert not out.exists(), args
