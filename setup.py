@@ -20,7 +20,9 @@ INSTALL_REQUIRES = [
 ]
 
 EXTRAS_REQUIRE = {
-    'test': ['pytest', 'dill'],  # dill: tensorflow-datasets' test case needs it
+    # dill: tensorflow-datasets' test case needs it; tf_keras: the hub.KerasLayer route
+    # (TF_USE_LEGACY_KERAS=1) of tests/test_model_card.py.
+    'test': ['pytest', 'dill', 'tf_keras'],
     # Beam pins protobuf and pyarrow differently: never part of the default install.
     'beam': ['apache-beam'],
 }
