@@ -198,7 +198,7 @@ def _export_settings(job):
   config = [f'{k}={v}' for k, v in _data_config(job).items()]
   args = ['evaluate.py', 'export', f'--embedder={path(job, "student", "export")}',
           f'--teacher={path(job, "teacher", "export")}', f'--data_dir={job.data_dir}',
-          '--split=test', f'--dataset_config={_join(config)}', '--include_images',
+          '--split=test', f'--data_config={_join(config)}', '--include_images',
           f'--output={_embeddings_path(job)}', '--progress=false']
   return {'args': args, 'upstream': {s: _record_time(job, s) for s in ('teacher', 'student')}
           | {'dataset': _dataset_stamp(job)}}

@@ -412,7 +412,7 @@ def test_export_command_on_a_built_dataset_then_both_experiments(tmp_path, capsy
   dataset_config = ','.join(f'{k}={v}' for k, v in config.items())
   assert evaluate.run(['evaluate.py', 'export', f'--embedder={tmp_path / "emb"}',
                        f'--teacher={tmp_path / "teacher"}', f'--data_dir={tmp_path / "data"}',
-                       '--split=test', f'--dataset_config={dataset_config}', '--include_images',
+                       '--split=test', f'--data_config={dataset_config}', '--include_images',
                        f'--output={out}', '--noprogress']) == 0
   data = load_embeddings(out)
   n = len(data['rot'])
