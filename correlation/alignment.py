@@ -19,6 +19,7 @@ import functools
 import numpy as np
 import tensorflow as tf
 
+from correlation import fusion
 from correlation import sht
 from correlation import so3
 from correlation import wigner
@@ -65,30 +66,60 @@ def _quarter_turn_spectrum(spectrum):
 # be far shorter still. From grid peaks that took 3 to 6 steps instead of 8 on test maps.
 CONVERGED_STEP = {tf.float32: 5e-4, tf.float64: 1e-9}
 
+# Starts closer than this to a pole (beta = 0 or pi, where ZYZ angles are singular) are refined in the
+# quarter-turned frame, whose row samples cost about half a correlation to make. Newton steps in plain
+# ZYZ angles converge as well this far from the poles; the zone, 6% of all rotations, decides how often
+# the turned samples are made.
+POLE_ZONE_DEG = 20
 
-def _refine_step(spectrum, rotation, iterations):
-  """`map_steps` step of `refine_peaks`: spectra `[n, B, 2B-1, B]`, starts `[n, K, 3, 3]`."""
+
+def _newton_step(grad, hess, max_step):
+  """Ascent step `[..., 3]` and the gain its quadratic model predicts `[...]`, capped at `max_step`.
+
+  A Newton step with the Hessian made negative definite (|eigenvalues|, floored): away from a
+  maximum it still goes uphill.
+  """
+  eigval, eigvec = tf.linalg.eigh(hess)
+  floor = 1e-3 * tf.reduce_max(tf.abs(eigval), axis=-1, keepdims=True) + 1e-12
+  curvature = tf.maximum(tf.abs(eigval), floor)
+  # Products of 3-vectors as sums: XLA runs batches of tiny matrix products one by one.
+  along = tf.reduce_sum(eigvec * grad[..., :, None], axis=-2)               # in the eigenbasis
+  norm = tf.norm(along / curvature, axis=-1, keepdims=True)
+  along_step = along / curvature * tf.minimum(tf.ones_like(norm), max_step / tf.maximum(norm, 1e-30))
+  gain = tf.reduce_sum(along * along_step - 0.5 * curvature * along_step**2, axis=-1)
+  return tf.reduce_sum(eigvec * along_step[..., None, :], axis=-1), gain
+
+
+def _refine(spectrum, upright, rotation, iterations, active=None, converged_step=None):
+  """Newton ascent of the correlation from starts `[n, K, 3, 3]`: (rotations, values) `[n, K(, 3, 3)]`.
+
+  `spectrum` `[n, B, 2B-1, B]` and `upright`, its `so3.row_samples` (on any grid B' >= B): the
+  correlation and its derivatives come from `so3.evaluate_rows`. Starts near the poles are refined in
+  the quarter-turned frame, whose row samples are made only when some start needs them. `active`
+  `[n, K]` (default all): starts to refine; the others stay put and do not hold up convergence.
+  `converged_step`: as `CONVERGED_STEP` (its value for the dtype by default).
+  """
   real_dtype = spectrum.dtype.real_dtype
   b_max = spectrum.shape[-1]
   rotation = tf.cast(rotation, real_dtype)
-  near_pole = tf.abs(rotation[..., 2, 2]) > np.cos(np.pi / 4)                # [n, K]
+  if active is None:
+    active = tf.ones(tf.shape(rotation)[:-2], tf.bool)
+  near_pole = tf.abs(rotation[..., 2, 2]) > np.cos(np.radians(POLE_ZONE_DEG))  # [n, K]
   quarter = rotations.rotation_y(tf.constant(np.pi / 2, real_dtype))
   frame = tf.where(near_pole[..., None, None], quarter, tf.eye(3, dtype=real_dtype))
-  upright = so3.fourier_coefficients(spectrum)
-  any_near_pole = tf.reduce_any(near_pole)
-  # The quarter-turned frame's coefficients only where a start needs them.
+  any_near_pole = tf.reduce_any(near_pole & active)
   turned = tf.cond(any_near_pole,
-                   lambda: so3.fourier_coefficients(_quarter_turn_spectrum(spectrum)),
-                   lambda: tf.zeros_like(upright))
+                   lambda: so3.row_samples(_quarter_turn_spectrum(spectrum)),
+                   lambda: tuple(tf.zeros([tf.shape(x)[0], x.shape[1], 2 * b_max], x.dtype)
+                                 for x in upright))
 
   def evaluate(angles):
-    """Value, gradient, Hessian of each start in its frame; all starts of a pair share one read of
-    each frame's coefficients (`so3.evaluate`), cheaper than a copy of them per start."""
-    upright_result = so3.evaluate(upright, angles)
+    """Value, gradient, Hessian of each start in its frame: all starts of a pair in one product."""
+    upright_result = so3.evaluate_rows(upright, angles, b_max)
     pick = lambda a, b: tf.where(tf.reshape(near_pole, near_pole.shape + [1] * (a.shape.rank - 2)),
                                  b, a)
     return tf.cond(any_near_pole,
-                   lambda: tuple(map(pick, upright_result, so3.evaluate(turned, angles))),
+                   lambda: tuple(map(pick, upright_result, so3.evaluate_rows(turned, angles, b_max))),
                    lambda: upright_result)
 
   angles = rotations.matrix_to_euler_zyz(tf.matmul(frame, rotation, transpose_a=True))
@@ -97,13 +128,8 @@ def _refine_step(spectrum, rotation, iterations):
   max_step = tf.constant(np.pi / b_max, real_dtype)
 
   def newton_step(angles, value, grad, hess, scale):
-    # Newton step with the Hessian made negative definite (|eigenvalues|, floored).
-    eigval, eigvec = tf.linalg.eigh(hess)
-    floor = 1e-3 * tf.reduce_max(tf.abs(eigval), axis=-1, keepdims=True) + 1e-12
-    curvature = tf.maximum(tf.abs(eigval), floor)
-    step = tf.linalg.matvec(eigvec, tf.linalg.matvec(eigvec, grad, transpose_a=True) / curvature)
-    norm = tf.norm(step, axis=-1, keepdims=True)
-    step *= tf.minimum(tf.ones_like(norm), max_step / tf.maximum(norm, 1e-30)) * scale[..., None]
+    step, _ = _newton_step(grad, hess, max_step)
+    step *= tf.where(active, scale, tf.zeros_like(scale))[..., None]
     longest = tf.reduce_max(tf.norm(step, axis=-1))
     candidate = angles + step
     c_value, c_grad, c_hess = evaluate(candidate)
@@ -114,7 +140,8 @@ def _refine_step(spectrum, rotation, iterations):
             tf.where(better, tf.ones_like(scale), scale / 4)), longest
 
   # A while loop (not a Python loop) keeps one copy of the evaluation in the graph.
-  converged = tf.constant(CONVERGED_STEP[real_dtype], real_dtype)
+  converged = tf.constant(CONVERGED_STEP[real_dtype] if converged_step is None else converged_step,
+                          real_dtype)
   _, (angles, value, _, _, _), _ = tf.while_loop(
       lambda i, state, longest: (i < iterations) & (longest > converged),
       lambda i, state, longest: (i + 1,) + newton_step(*state),
@@ -123,7 +150,32 @@ def _refine_step(spectrum, rotation, iterations):
   return tf.matmul(frame, rotations.euler_zyz_to_matrix(angles)), value
 
 
-def refine_peaks(spectrum, rotation, iterations=8):
+def _screen(samples, rotation, score, keep, b_max):
+  """The `keep` starts `[n, K, 3, 3]` whose refinement can still win: best by predicted peak value.
+
+  Each start's value plus the gain of one Newton step on its quadratic model (in plain ZYZ angles, one
+  evaluation of all starts together) predicts its refined value; starts with no peak (score -inf)
+  come last. Returns (rotations `[n, keep, 3, 3]`, scores `[n, keep]` as given).
+  """
+  real_dtype = samples[0].dtype
+  value, grad, hess = so3.evaluate_rows(samples, rotations.matrix_to_euler_zyz(rotation), b_max)
+  _, gain = _newton_step(grad, hess, tf.constant(np.pi / b_max, real_dtype))
+  predicted = tf.where(tf.math.is_finite(score), value + gain, tf.constant(-np.inf, real_dtype))
+  chosen = tf.math.top_k(predicted, keep).indices
+  return tf.gather(rotation, chosen, batch_dims=1), tf.gather(score, chosen, batch_dims=1)
+
+
+def _refine_step(spectrum, rotation, iterations, converged_step):
+  """`map_steps` step of `refine_peaks`: spectra `[n, B, 2B-1, B]`, starts `[n, K, 3, 3]`."""
+  return _refine(spectrum, so3.row_samples(spectrum), rotation, iterations,
+                 converged_step=converged_step)
+
+
+# Newton steps of `refine_peaks` at most (most peaks converge in 3 to 6, see CONVERGED_STEP).
+REFINE_ITERATIONS = 8
+
+
+def refine_peaks(spectrum, rotation, iterations=REFINE_ITERATIONS):
   """Newton ascent of the correlation from starting rotations.
 
   Args:
@@ -141,58 +193,94 @@ def refine_peaks(spectrum, rotation, iterations=8):
   # One pair per step, compiled whole: its coefficients (1 MB per frame at B = 32) stay in cache for
   # all Newton steps of all its starts.
   refined, value = so3.map_steps(_refine_step, (spectrum, starts),
-                                 (spectrum.dtype.real_dtype,) * 2, 1, iterations=int(iterations))
+                                 (spectrum.dtype.real_dtype,) * 2, 1, iterations=int(iterations),
+                                 converged_step=float(CONVERGED_STEP[spectrum.dtype.real_dtype]))
   return (refined[:, 0], value[:, 0]) if single else (refined, value)
 
 
 def _grid_peak(f, g, grid_bandwidth, normalize):
-  """`map_pairs` step: cross-spectra and the flat index of the volume's largest grid value."""
+  """`map_pairs` step of `align(refine=False)`: the rotations `[n, 3, 3]` of the largest grid values."""
   spectrum = so3.spectra(f, g, normalize)
   volume = so3.volume_from_spectrum(spectrum, grid_bandwidth)
-  return spectrum, tf.argmax(tf.reshape(volume, [tf.shape(volume)[0], -1]), axis=-1)
+  best = tf.argmax(tf.reshape(volume, [tf.shape(volume)[0], -1]), axis=-1, output_type=tf.int32)
+  return (rotations.euler_zyz_to_matrix(_grid_angles(best, grid_bandwidth, volume.dtype)),)
 
 
-def _grid_peaks(f, g, grid_bandwidth, normalize, num_candidates):
-  """`map_pairs` step: cross-spectra and the `num_candidates` largest local maxima (values, flat index)."""
-  spectrum = so3.spectra(f, g, normalize)
-  volume = so3.volume_from_spectrum(spectrum, grid_bandwidth)
-  peaks = tf.where(_local_maxima(volume), volume, tf.constant(-np.inf, volume.dtype))
-  values, index = tf.math.top_k(tf.reshape(peaks, [tf.shape(peaks)[0], -1]), num_candidates)
-  return spectrum, values, index
+def _zyz_quaternion(angles):
+  """Unit quaternions `[..., 4]` (w, x, y, z) of ZYZ angles `[..., 3]`: `Rz(a) Ry(b) Rz(g)`."""
+  half_sum = (angles[..., 0] + angles[..., 2]) / 2
+  half_difference = (angles[..., 0] - angles[..., 2]) / 2
+  cos_b, sin_b = tf.cos(angles[..., 1] / 2), tf.sin(angles[..., 1] / 2)
+  return tf.stack([cos_b * tf.cos(half_sum), -sin_b * tf.sin(half_difference),
+                   sin_b * tf.cos(half_difference), cos_b * tf.sin(half_sum)], -1)
 
 
-def _distinct_peaks(f, g, count, grid_bandwidth, normalize, separation_deg):
-  """Cross-spectra and the `count` best grid peaks at least `separation_deg` apart, of flattened pairs.
+def _top_k(values, k, row=None):
+  """`tf.math.top_k(values [n, V], k)` in two stages: rows of `row` values by their maxima, then the
+  values of the k best rows (none of the k best lies in a row whose maximum misses the k best rows).
+  On correlation volumes several times faster than one top_k over all values; the same result."""
+  row = int(row or 2 * int(round(values.shape[-1]**(1 / 3))))
+  if values.shape[-1] % row or values.shape[-1] // row <= k:
+    return tf.math.top_k(values, k)
+  rows = tf.reshape(values, [tf.shape(values)[0], -1, row])
+  best_rows = tf.math.top_k(tf.reduce_max(rows, axis=-1), k).indices       # [n, k]
+  best, index = tf.math.top_k(tf.reshape(tf.gather(rows, best_rows, batch_dims=1),
+                                         [tf.shape(values)[0], k * row]), k)
+  return best, tf.gather(best_rows, index // row, batch_dims=1) * row + index % row
 
-  Grid local maxima, then greedy non-maximum suppression by angular distance.
+
+def _distinct_peaks(volume, count, grid_bandwidth, separation_deg):
+  """The `count` best grid peaks of volumes `[n, 2B', 2B', 2B']` at least `separation_deg` apart.
+
+  Grid local maxima (the `max(16 count, 64)` largest), then greedy non-maximum suppression by angular
+  distance (from quaternions: `cos(angle / 2) = |q1 . q2|`).
   Returns:
-    (spectrum `[N, B, 2B-1, B]`, rotations `[N, count, 3, 3]`, scores `[N, count]` best first, -inf
-    where fewer than `count` distinct peaks exist, batch shape of the pairs).
+    (rotations `[n, count, 3, 3]`, scores `[n, count]` best first, -inf where fewer than `count`
+    distinct peaks exist).
   """
-  real_dtype = f.dtype
-  spectrum_dtype = tf.complex128 if real_dtype == tf.float64 else tf.complex64
+  real_dtype = volume.dtype
   num_candidates = min(max(16 * count, 64), (2 * grid_bandwidth)**3)
-  (spectrum, values, index), batch_shape = so3.map_pairs(
-      _grid_peaks, f, g, (spectrum_dtype, real_dtype, tf.int32), so3.pairs_per_step(grid_bandwidth),
-      grid_bandwidth=grid_bandwidth, normalize=normalize, num_candidates=num_candidates)
-  candidates = rotations.euler_zyz_to_matrix(_grid_angles(index, grid_bandwidth, real_dtype))
   minus_inf = tf.constant(-np.inf, real_dtype)
+  # Materialised first: XLA would otherwise fuse the volume's last transposes into the neighbour
+  # maxima and redo them for each of the 27 reads.
+  volume = fusion.barrier(volume, fusion.token(volume))
+  peaks = tf.where(_local_maxima(volume), volume, minus_inf)
+  values, index = _top_k(tf.reshape(peaks, [tf.shape(peaks)[0], -1]), num_candidates,
+                         2 * grid_bandwidth)
+  angles = _grid_angles(index, grid_bandwidth, real_dtype)                  # [n, candidates, 3]
+  quaternions = _zyz_quaternion(angles)
+  near = np.cos(np.radians(separation_deg) / 2)
   chosen, scores = [], []
   for _ in range(count):
     pick = tf.argmax(values, axis=-1)
-    rotation = tf.gather(candidates, pick, batch_dims=1)                   # [N, 3, 3]
-    chosen.append(rotation)
+    chosen.append(tf.gather(angles, pick, batch_dims=1))                   # [n, 3]
     scores.append(tf.gather(values, pick, batch_dims=1))
-    distance = rotations.angular_distance(candidates, rotation[:, None])
-    values = tf.where(distance < separation_deg, minus_inf, values)
-  return spectrum, tf.stack(chosen, axis=1), tf.stack(scores, axis=1), batch_shape
+    pick_q = tf.gather(quaternions, pick, batch_dims=1)
+    cos_half = tf.abs(tf.reduce_sum(quaternions * pick_q[:, None], axis=-1))
+    values = tf.where(cos_half > near, minus_inf, values)
+  return rotations.euler_zyz_to_matrix(tf.stack(chosen, axis=1)), tf.stack(scores, axis=1)
 
 
-def _refine_distinct(spectrum, rotation, score):
-  """`refine_peaks` of every found peak `[N, K, 3, 3]`, re-sorted by refined value (best first)."""
-  refined, refined_score = refine_peaks(spectrum, rotation)
-  score = tf.where(tf.math.is_finite(score), refined_score, score)
-  order = tf.argsort(score, axis=-1, direction='DESCENDING', stable=True)
+def _peaks_step(f, g, grid_bandwidth, normalize, count, separation_deg, refine, keep, refined=None):
+  """`map_pairs` step of `align` and `align_top_k`, compiled whole: spectra, volume, distinct peaks.
+
+  With `refine`, the `refined` (default all) peaks that can still win (`_screen`) are refined
+  (`_refine`, on row samples from the volume's own Wigner-d products) and re-sorted by refined value.
+  Returns the `keep` best: rotations `[n, keep, 3, 3]` and scores `[n, keep]`.
+  """
+  spectrum = so3.spectra(f, g, normalize)
+  if not refine:
+    volume = so3.volume_from_spectrum(spectrum, grid_bandwidth)
+    rotation, score = _distinct_peaks(volume, count, grid_bandwidth, separation_deg)
+    return rotation[:, :keep], score[:, :keep]
+  volume, samples = so3.volume_from_spectrum(spectrum, grid_bandwidth, with_samples=True)
+  rotation, score = _distinct_peaks(volume, count, grid_bandwidth, separation_deg)
+  if refined is not None and refined < count:
+    rotation, score = _screen(samples, rotation, score, refined, spectrum.shape[-1])
+  found = tf.math.is_finite(score)
+  refined, refined_score = _refine(spectrum, samples, rotation, REFINE_ITERATIONS, found)
+  score = tf.where(found, refined_score, score)
+  order = tf.argsort(score, axis=-1, direction='DESCENDING', stable=True)[:, :keep]
   return tf.gather(refined, order, batch_dims=1), tf.gather(score, order, batch_dims=1)
 
 
@@ -208,6 +296,9 @@ def _default_separation(bandwidth):
 # alone: teacher same-instance Acc@10 90.8 -> 96.0%, different-instance median 8.6 -> 5.4 degrees,
 # student median 126.6 -> 100.9 degrees; 2 peaks gave about half of that, 8 no more than 4.
 CANDIDATE_PEAKS = 4
+# Of those, `align` refines the few that can still win (`_screen`): a Newton step's worth of
+# prediction ranks them as refinement would.
+REFINED_PEAKS = 2
 
 
 def align(f, g, upsample=1, refine=True, normalize=False, candidates=CANDIDATE_PEAKS):
@@ -225,18 +316,17 @@ def align(f, g, upsample=1, refine=True, normalize=False, candidates=CANDIDATE_P
   f = sht._check_map(f, 'correlation.align (f)')
   b_max = f.shape[-3] // 2
   grid_bandwidth = upsample * b_max
-  if refine and candidates > 1:
-    spectrum, rotation, score, batch_shape = _distinct_peaks(
-        f, g, int(candidates), grid_bandwidth, normalize, _default_separation(b_max))
-    rotation = _refine_distinct(spectrum, rotation, score)[0][:, 0]
+  if refine:
+    (rotation, _), batch_shape = so3.map_pairs(
+        _peaks_step, f, g, (f.dtype,) * 2, so3.pairs_per_step(grid_bandwidth),
+        grid_bandwidth=grid_bandwidth, normalize=normalize, count=int(candidates),
+        separation_deg=_default_separation(b_max), refine=True, keep=1,
+        refined=min(REFINED_PEAKS, int(candidates)))
+    rotation = rotation[:, 0]
   else:
-    spectrum_dtype = tf.complex128 if f.dtype == tf.float64 else tf.complex64
-    (spectrum, best), batch_shape = so3.map_pairs(
-        _grid_peak, f, g, (spectrum_dtype, tf.int64), so3.pairs_per_step(grid_bandwidth),
+    (rotation,), batch_shape = so3.map_pairs(
+        _grid_peak, f, g, (f.dtype,), so3.pairs_per_step(grid_bandwidth),
         grid_bandwidth=grid_bandwidth, normalize=normalize)
-    rotation = rotations.euler_zyz_to_matrix(_grid_angles(best, grid_bandwidth, f.dtype))
-    if refine:
-      rotation, _ = refine_peaks(spectrum, rotation)
   return so3.restore_batch_shape(rotation, batch_shape, [3, 3])
 
 
@@ -262,10 +352,10 @@ def align_top_k(f, g, k=3, upsample=1, refine=True, normalize=False, min_separat
   separation = (_default_separation(b_max) if min_separation_deg is None
                 else float(min_separation_deg))
   num_peaks = max(int(k), 2)  # the confidence needs a second peak
-  spectrum, rotation, score, batch_shape = _distinct_peaks(
-      f, g, num_peaks, upsample * b_max, normalize, separation)
-  if refine:
-    rotation, score = _refine_distinct(spectrum, rotation, score)
+  (rotation, score), batch_shape = so3.map_pairs(
+      _peaks_step, f, g, (f.dtype,) * 2, so3.pairs_per_step(upsample * b_max),
+      grid_bandwidth=upsample * b_max, normalize=normalize, count=num_peaks,
+      separation_deg=separation, refine=bool(refine), keep=num_peaks)
   confidence = tf.where(tf.math.is_finite(score[:, 1]), score[:, 0] / score[:, 1],
                         tf.constant(np.inf, score.dtype))
   return {

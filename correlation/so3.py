@@ -222,7 +222,7 @@ def _contract(spectrum, plan, grid_bandwidth):
   return tf.concat([s[:, :, 0], tf.reverse(s[:, :, 1], axis=[1])], axis=1)
 
 
-def _packed_spectrum(spectrum, plan, grid_bandwidth):
+def _packed_spectrum(spectrum, plan, grid_bandwidth, rows=None):
   """`Z = S_north + i S_south` over the whole (m, n) plane, for one complex FFT giving both halves.
 
   `[N, B, 2B-1, B]` -> `[N, B' (j), 2B' (m), 2B' (n)]` (both in FFT order) with `S_north = S(beta_j)`
@@ -232,7 +232,7 @@ def _packed_spectrum(spectrum, plan, grid_bandwidth):
   7-10).
   """
   gb = grid_bandwidth
-  rows = _products(spectrum, plan, gb)
+  rows = _products(spectrum, plan, gb) if rows is None else rows
   north = tf.reshape(tf.gather(rows, plan.packed_blocks[0]), [(2 * gb)**2, 2, -1])  # [mn, re/im, N j]
   south = tf.reshape(tf.gather(rows, plan.packed_blocks[1]), [(2 * gb)**2, 2, -1])
   sign = tf.constant(plan.packed_sign, rows.dtype)             # conjugates where n < 0
@@ -243,15 +243,17 @@ def _packed_spectrum(spectrum, plan, grid_bandwidth):
   return tf.reshape(z, [-1, gb, 2 * gb, 2 * gb])
 
 
-def volume_from_spectrum(spectrum, grid_bandwidth=None):
+def volume_from_spectrum(spectrum, grid_bandwidth=None, with_samples=False):
   """Inverse SO(3) Fourier transform of cross-spectra `[..., B, 2B-1, B]` -> `[..., 2B', 2B', 2B']`.
 
   Args:
     spectrum: `X^l_{mn}` as from `cross_spectrum` of real maps (complex64 or complex128): the
       negative orders n follow from `S_{-m,-n} = conj(S_{mn})`.
     grid_bandwidth: B' >= B of the output SO(3) grid (default B).
+    with_samples: also return `row_samples(spectrum, B')` (spectra `[N, B, 2B-1, B]` only), taken
+      from the same Wigner-d products as the volume.
   Returns:
-    real `c[..., alpha, beta, gamma]` on `geometry.so3_grid(B')`.
+    real `c[..., alpha, beta, gamma]` on `geometry.so3_grid(B')` (and the row samples).
   """
   spectrum = tf.convert_to_tensor(spectrum)
   b_max = spectrum.shape[-1]
@@ -265,11 +267,13 @@ def volume_from_spectrum(spectrum, grid_bandwidth=None):
   batch_shape = tf.shape(spectrum)[:-3]
   flat = tf.reshape(spectrum, [-1, b_max, 2 * b_max - 1, b_max])
   # c = sum S exp(-i(m a + n g)) = fft2(S) on every beta row; rows beta_j and pi - beta_j share one.
-  both = tf.signal.fft2d(_packed_spectrum(flat, plan, gb))                 # [N, j, alpha, gamma]
+  rows = _products(flat, plan, gb)
+  both = tf.signal.fft2d(_packed_spectrum(flat, plan, gb, rows))           # [N, j, alpha, gamma]
   north = tf.transpose(tf.math.real(both), [0, 2, 1, 3])
   south = tf.reverse(tf.transpose(tf.math.imag(both), [0, 2, 1, 3]), axis=[2])
   volume = tf.concat([north, south], axis=2)
-  return tf.reshape(volume, tf.concat([batch_shape, [2 * gb] * 3], 0))
+  volume = tf.reshape(volume, tf.concat([batch_shape, [2 * gb] * 3], 0))
+  return (volume, row_samples(flat, gb, rows)) if with_samples else volume
 
 
 def _check_pair(f, g):
@@ -525,3 +529,111 @@ def evaluate(coefficients, angles):
                    tf.stack([h_ag, h_bg, h_gg], -1)], -2)
   return value, grad, hess
 
+
+
+@functools.lru_cache(maxsize=None)
+def _sample_tables(bandwidth, grid_bandwidth, dtype):
+  """Numpy tables of `row_samples` and `evaluate_rows` for one (B, B', dtype).
+
+  Returns (north, south, orders, cos_table, sin_table, even_count): block indices `[(2B-1) B]` of
+  `_products` rows holding `S_{mn}(beta_j)` and `S_{mn}(pi - beta_j)`, `j < B'`, for the order pairs
+  `orders [(2B-1) B, 2]` (m, n >= 0), those with m - n even first (`even_count` of them); and the
+  beta kernels' tables `[B (k), 2B' (j)]` `c_k cos(k beta_j)` and `sin(k beta_j) / B'`.
+  """
+  b, gb = bandwidth, grid_bandwidth
+  plan = contraction_plan(b, gb, dtype)
+  m, n = (v.ravel() for v in np.meshgrid(np.arange(-(b - 1), b), np.arange(b), indexing='ij'))
+  order = np.argsort((m - n) % 2, kind='stable')
+  m, n = m[order], n[order]
+  north = plan.fft_blocks[0, m % (2 * gb), n].astype(np.int32)
+  south = plan.fft_blocks[1, m % (2 * gb), n].astype(np.int32)
+  beta = np.pi * (2 * np.arange(2 * gb) + 1) / (4 * gb)
+  k = np.arange(b)[:, None]
+  cos_table = np.where(k == 0, 0.5, 1.0) / gb * np.cos(k * beta)
+  sin_table = np.sin(k * beta) / gb
+  return (north, south, np.stack([m, n], -1), cos_table.astype(dtype), sin_table.astype(dtype),
+          int(np.sum((m - n) % 2 == 0)))
+
+
+def row_samples(spectrum, grid_bandwidth=None, rows=None):
+  """`S_{mn}(beta_j)` on the 2B' beta rows of the grid: what `evaluate_rows` sums at any angle.
+
+  Args:
+    spectrum: cross-spectra `[N, B, 2B-1, B]`.
+    grid_bandwidth: B' >= B of the rows (default B).
+    rows: `_products(spectrum, ...)` for this B', where the caller has them already.
+  Returns:
+    (even `[N, 2 E, 2B']`, odd `[N, 2 O, 2B']`): real and imaginary parts (interleaved per order
+    pair) of the order pairs `(m, n >= 0)` with m - n even, then odd, on the rows `beta_j`, `j < 2B'`.
+  """
+  spectrum = tf.convert_to_tensor(spectrum)
+  b_max = spectrum.shape[-1]
+  gb = b_max if grid_bandwidth is None else int(grid_bandwidth)
+  dtype = spectrum.dtype.real_dtype.name
+  north, south, _, _, _, even = _sample_tables(b_max, gb, dtype)
+  if rows is None:
+    rows = _products(spectrum, contraction_plan(b_max, gb, dtype), gb)   # [blocks, 2 N B']
+  count = tf.shape(spectrum)[0]
+  half = lambda index: tf.reshape(tf.gather(rows, index), [len(index), 2, count, gb])
+  # The southern rows are pi - beta_j: reversed, they continue the northern ones.
+  samples = tf.concat([half(north), tf.reverse(half(south), axis=[-1])], axis=-1)  # [mn, 2, N, 2B']
+  samples = tf.transpose(samples, [2, 0, 1, 3])
+  return (tf.reshape(samples[:, :even], [count, 2 * even, 2 * gb]),
+          tf.reshape(samples[:, even:], [count, -1, 2 * gb]))
+
+
+def evaluate_rows(samples, angles, bandwidth):
+  """The correlation at continuous ZYZ angles, with gradient and Hessian, from `row_samples`.
+
+  In beta, `S_{mn}` is a trigonometric polynomial of degree < B known at 4B' equispaced angles (the
+  rows and their mirrors `2 pi - beta_j`, where `S_{mn}` is `(-1)^(m-n)` times the row): the
+  Dirichlet kernel of those samples interpolates it exactly, `S_{mn}(beta) = sum_j K^{+-}(beta, beta_j)
+  S_{mn}(beta_j)` with `K^{+-} = D(beta - beta_j) +- D(beta + beta_j)` by the parity of m - n. One
+  matrix product per parity gives S and its two beta-derivatives at all points, the alpha and gamma
+  sums follow. Equal to `evaluate(fourier_coefficients(spectrum), angles)` to rounding, with no
+  coefficient cube to build: the rows are those `volume_from_spectrum` transforms.
+
+  Args:
+    samples: `row_samples(spectrum, B')` (even, odd).
+    angles: `[N, P, 3]` (alpha, beta, gamma) in radians: P points per pair.
+    bandwidth: B of the spectrum.
+  Returns:
+    (value `[N, P]`, gradient `[N, P, 3]`, hessian `[N, P, 3, 3]`) with respect to (alpha, beta, gamma).
+  """
+  even, odd = samples
+  b_max = int(bandwidth)
+  gb = even.shape[-1] // 2
+  real_dtype = even.dtype
+  _, _, orders, cos_table, sin_table, _ = _sample_tables(b_max, gb, real_dtype.name)
+  angles = tf.cast(angles, real_dtype)
+  num_points = angles.shape[-2]
+  k = tf.constant(np.arange(b_max), real_dtype)
+  kb = angles[..., 1:2] * k                                                # [N, P, k]
+  cos_kb, sin_kb = tf.cos(kb), tf.sin(kb)
+  # Kernels and their first two beta-derivatives: [N, 3 P, 2B'].
+  kernel = lambda weights, table: tf.reshape(
+      tf.matmul(tf.stack(weights, axis=2), tf.constant(table)), [-1, 3 * num_points, 2 * gb])
+  even_kernel = kernel([cos_kb, -k * sin_kb, -k * k * cos_kb], cos_table)
+  odd_kernel = kernel([sin_kb, k * cos_kb, -k * k * sin_kb], sin_table)
+  t = tf.concat([tf.matmul(even, even_kernel, transpose_b=True),
+                 tf.matmul(odd, odd_kernel, transpose_b=True)], axis=1)  # [N, 2 mn, 3 P]
+  t = tf.reshape(t, [-1, len(orders), 2, num_points, 3])
+  t = tf.transpose(tf.complex(t[:, :, 0], t[:, :, 1]), [0, 2, 3, 1])     # [N, P, 3 (beta), mn]
+  m = tf.constant(orders[:, 0], real_dtype)
+  n = tf.constant(orders[:, 1], real_dtype)
+  phase = -(angles[..., 0:1] * m + angles[..., 2:3] * n)                   # [N, P, mn]
+  weight = tf.constant(np.where(orders[:, 1] > 0, 2.0, 1.0), real_dtype)
+  wave = tf.complex(weight * tf.cos(phase), weight * tf.sin(phase))
+  # Moments u[p, a, b] = Re sum_mn T_p wave (-i m)^a (-i n)^b: alpha brings -i m, gamma -i n.
+  powers = np.arange(3)
+  moments = ((-1j * orders[:, 0, None, None])**powers[:, None] *
+             (-1j * orders[:, 1, None, None])**powers[None, :])            # [mn, 3 (a), 3 (b)]
+  u = tf.math.real(tf.einsum('zpkq,qab->zpkab', t * wave[:, :, None],
+                             tf.constant(moments.astype(wave.dtype.as_numpy_dtype))))
+  value = u[..., 0, 0, 0]
+  grad = tf.stack([u[..., 0, 1, 0], u[..., 1, 0, 0], u[..., 0, 0, 1]], -1)
+  h_aa, h_bb, h_gg = u[..., 0, 2, 0], u[..., 2, 0, 0], u[..., 0, 0, 2]
+  h_ab, h_ag, h_bg = u[..., 1, 1, 0], u[..., 0, 1, 1], u[..., 1, 0, 1]
+  hess = tf.stack([tf.stack([h_aa, h_ab, h_ag], -1), tf.stack([h_ab, h_bb, h_bg], -1),
+                   tf.stack([h_ag, h_bg, h_gg], -1)], -2)
+  return value, grad, hess
