@@ -25,7 +25,8 @@ card in `assets/` (`models.model_card`).
 `decode_views` is `evaluation.images.load_view` as TensorFlow ops: alpha composited onto black,
 ITU-R 601-2 luminance rounded to 8 bits (Pillow's 'L'), an antialiased bilinear resize to S x S
 (Pillow's BILINEAR resize is the same triangle filter), rounded to 8 bits, then / 255. JPEGs are
-decoded with the accurate integer DCT, as Pillow does. 16-bit PNGs are read at 8 bits here (Pillow
+decoded with the accurate integer DCT, as Pillow does, a large one at the reduced DCT scale
+load_view picks (Pillow's draft mode). 16-bit PNGs are read at 8 bits here (Pillow
 keeps 16); otherwise the two paths agree to one grey level (tests/test_embedder_export.py).
 
 Writes are atomic: the SavedModel is written beside the destination and renamed into place.
@@ -42,6 +43,23 @@ from models import model_card
 _LUMA_WEIGHTS = (19595, 38470, 7471)
 
 
+# A large JPEG is decoded at 1/2, 1/4 or 1/8 scale by the IDCT itself while it stays at least
+# this many times the view, as evaluation.images.load_view does with Pillow's draft mode.
+JPEG_DRAFT_FACTOR = 4
+
+
+def _decode_jpeg_draft(encoded, size):
+  """A JPEG decoded at the largest scale 1/r (r in 1, 2, 4, 8) that keeps both sides at least
+  JPEG_DRAFT_FACTOR x `size` (Pillow's `draft` choice), with the accurate integer DCT."""
+  shape = tf.io.extract_jpeg_shape(encoded)
+  scale = tf.minimum(shape[1] // (JPEG_DRAFT_FACTOR * size[1]),
+                     shape[0] // (JPEG_DRAFT_FACTOR * size[0]))
+  index = tf.reduce_sum(tf.cast(scale >= tf.constant([2, 4, 8]), tf.int32))
+  branches = [lambda r=r: tf.io.decode_jpeg(encoded, ratio=r, dct_method='INTEGER_ACCURATE')
+              for r in (1, 2, 4, 8)]
+  return tf.switch_case(index, branches)
+
+
 def decode_view(encoded, size):
   """One encoded image file -> its view as the models were trained on.
 
@@ -54,7 +72,7 @@ def decode_view(encoded, size):
   """
   image = tf.cond(
       tf.io.is_jpeg(encoded),
-      lambda: tf.io.decode_jpeg(encoded, dct_method='INTEGER_ACCURATE'),
+      lambda: _decode_jpeg_draft(encoded, size),
       lambda: tf.io.decode_image(encoded, expand_animations=False))
   image = tf.cast(image, tf.int32)
   channels = tf.shape(image)[-1]

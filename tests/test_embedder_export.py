@@ -40,6 +40,19 @@ def cases():
           ('BMP', 'RGB', rgb)]
 
 
+def test_large_jpegs_are_decoded_at_load_views_reduced_scale(tmp_path):
+  # 1600 x 1200 at 32 px: 1/8 scale; 500 x 700: 1/2 (both sides stay >= 4 x the view).
+  for i, (height, width) in enumerate([(1200, 1600), (700, 500)]):
+    for mode, array in (('RGB', photo(height, width, i)), ('L', photo(height, width, i)[..., 0])):
+      data = encode(array, mode, 'JPEG')
+      path = tmp_path / f'{i}{mode}.jpg'
+      path.write_bytes(data)
+      want = images_lib.load_view(path, 32)
+      got = embedder_export.decode_views(tf.constant([data]), (32, 32))[0].numpy()
+      assert np.abs(got - want).max() <= 1.0 / 255 + 1e-6, (height, width, mode)
+      assert np.mean(got == want) > 0.8, (height, width, mode)
+
+
 @pytest.mark.parametrize('size', [16, 40])
 def test_decode_views_match_load_view_to_one_grey_level(tmp_path, size):
   for i, (fmt, mode, array) in enumerate(cases()):
