@@ -3,7 +3,10 @@
 usage: python evaluate.py [COMMAND] [flags] [files]
 
 Commands (the first positional argument; `align` when there is none):
-  align       relative pose from embeddings (the original's run_alignment_experiment):
+  align       relative pose from embeddings (run_alignment_experiment.m of the gist, with our
+              choices by default; its own with --peaks=argmax --pair_enumeration=first_view
+              --diff_partner=random --upsample_method=bicubic --odd_degree_weight=1, and
+              --normalize_method=matrix_norm for its normalize; docs/deviations.md):
                 evaluate.py --embeddings=FILE [--pairs=same|diff|same,diff] [--mode=fmap|target|
                 fmap,target] [--upsample=K] [--normalize] [--odd_degree_weight=W] [--symmetric]
                 [--max_pairs=N] [--seed=S] [--results_csv=PATH] [--name=NAME]
