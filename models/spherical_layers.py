@@ -121,8 +121,8 @@ class SphericalConv(keras.layers.Layer):
     self.output_bandwidth = b // 2 if self.pool else b
     c_in = int(input_shape[-1])
     p = min(self.n_filter_params, b)
-    # Initialisation of spherical-cnn's sphconv: keeps the activations' scale through the layer, counting the
-    # B degrees and C_in channels summed and the 2 pi gain of the SO(3) integral.
+    # Initialisation of spherical-cnn's sphconv: keeps the activations' scale through the layer,
+    # counting the B degrees and C_in channels summed and the 2 pi gain of the SO(3) integral.
     stddev = 2.0 / (2 * np.pi * np.sqrt(b * c_in))
     self.anchors = self.add_weight(
         name='anchors', shape=(p, c_in, self.filters),

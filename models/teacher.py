@@ -89,8 +89,8 @@ def build_teacher(bandwidth=32, in_channels=2, num_classes=None, *, filters=DEFA
     n_filter_params: filter anchors over the degrees per (input, output) channel pair.
     batch_norm: batch norm after every convolution (then the conv has no bias).
     batch_norm_momentum: momentum of the moving statistics used at inference. 0.9 rather than
-      spherical-cnn's 0.99 (TensorFlow's default): the statistics then follow the changing weights within ~10 steps, where 0.99
-      lags ~100 steps behind, which ruins inference after short runs (measured on the procedural
+      spherical-cnn's 0.99 (TensorFlow's default): the statistics then follow the changing
+      weights within ~10 steps, where 0.99 lags ~100 steps behind, which ruins inference after short runs (measured on the procedural
       default at batch 16, test accuracy after 240 steps: 25% with 0.99, 91% with 0.9).
     aux_classifier: also output `aux_logits` from the last branch's descriptor (needs 2+ branches).
     embedding_block: the block returned as `embedding`, e.g. `block4`.

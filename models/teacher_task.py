@@ -12,8 +12,8 @@ a differently rotated copy, so the classifier learns from SO(3)-rotated inputs.
 Loss: softmax cross-entropy of `logits`, plus `teacher_aux_loss_weight` times that of `aux_logits`
 (spherical-cnn's `--extra_loss` on the last branch). Metrics: `accuracy`, `cross_entropy`.
 
-spherical-cnn's schedule (params/training.txt) over 48 epochs: learning rate 1e-3, then 2e-4 from epoch 32 and 4e-5 from
-epoch 40; with E steps per epoch:
+spherical-cnn's schedule (params/training.txt) over 48 epochs: learning rate 1e-3, then 2e-4
+from epoch 32 and 4e-5 from epoch 40; with E steps per epoch:
 `--max_steps=48E --lr_boundaries=32E,40E --lr_values=1e-3,2e-4,4e-5` (e.g. E=80 for the procedural
 default, 1280 training examples, at `--batch_size=16`).
 """

@@ -90,8 +90,8 @@ PRESETS = {
         teacher_steps=2000, teacher_batch_size=16,  # 10240 training spheres: 3.1 epochs
         # The student is what the fmap-mode goal rests on: it gets most of the time, as many steps
         # as fit. Measured with this preset's data and teacher (pose of held-out views, same
-        # instance): Adam at 3e-4 lowered the loss far faster than spherical-cnn's 1e-3 (0.68 vs 0.88
-        # of a mean predictor's loss after 11.7k steps, GPU replica); the narrow student (16..128
+        # instance): Adam at 3e-4 lowered the loss far faster than spherical-cnn's 1e-3 (0.68 vs
+        # 0.88 of a mean predictor's loss after 11.7k steps, GPU replica); the narrow student (16..128
         # channels, 256 latents) learns about as fast per step at 0.07 s/step instead of 0.2 here,
         # and in-plane turns (datasets.inplane) keep the test loss near the training loss.
         # The degree loss weighs degrees 1-4 alike next to the map loss: at 4000 steps it lifted
