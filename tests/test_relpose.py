@@ -90,7 +90,13 @@ def test_many_pairs_from_a_list_file_or_a_glob(scene, tmp_path, capsys):
   rot = scene['rot']
   for result, (i, j) in zip(results, [(0, 1), (2, 0), (0, 3)]):
     assert _angle_deg(result['rotation']['matrix'], rot[j] @ rot[i].T) < 1.0
-    assert result == relpose.relative_pose_from_files(scene['embedder'], files[i], files[j])
+    alone = relpose.relative_pose_from_files(scene['embedder'], files[i], files[j])
+    # Batched with other pairs, the same best peak (to float rounding: XLA steps of a few pairs).
+    np.testing.assert_allclose(result['rotation']['matrix'], alone['rotation']['matrix'],
+                               atol=1e-4)
+    assert result['score'] == pytest.approx(alone['score'], rel=1e-5)
+    assert result['confidence'] == pytest.approx(alone['confidence'], rel=1e-5)
+    assert (result['image1'], result['image2']) == (alone['image1'], alone['image2'])
   glob_pairs = relpose.glob_pairs(str(scene['root'] / 'view*.png'))
   assert glob_pairs == [(files[0], f) for f in files[1:]]
   assert evaluate.run(['evaluate.py', 'relpose', f'--embedder={scene["embedder"]}',
