@@ -18,7 +18,9 @@ padding in the spectral domain).
 Off the grid the correlation is a trigonometric polynomial in all three angles: `S_{mn}(beta)` has
 degree < B in beta and is known on the whole circle from the grid (`S_{mn}(-beta) = (-1)^(m-n)
 S_{mn}(beta)`), so one FFT over beta gives its Fourier coefficients `Y` (`fourier_coefficients`), and
-`evaluate` sums them, with exact derivatives, at any `(alpha, beta, gamma)`: what `align` refines on.
+`evaluate` sums them, with exact derivatives, at any `(alpha, beta, gamma)`. `align` refines on
+`evaluate_rows` instead: the same numbers by exact interpolation of the beta rows `S_{mn}(beta_j)`
+that the volume is transformed from (`row_samples`), so no coefficient cube is built.
 
 `normalize=True` first removes each channel's mean over the sphere (its l = 0 term) and scales it to unit
 L2 norm over the sphere, for f and g alike, so each channel contributes a correlation coefficient in

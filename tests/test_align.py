@@ -30,10 +30,12 @@ def test_recovers_haar_random_rotations():
 
 
 def test_exact_for_band_limited_maps_including_near_the_poles_in_float64():
+  # Beta 0.3 and pi - 0.34 rad lie inside alignment.POLE_ZONE_DEG (turned frame), 0.4 just outside.
   f = band_limited_map(16, seed=1, channels=3)
   r0 = np.concatenate([exact_rotations(2, seed=2),
                        rotations.euler_zyz_to_matrix(np.array([[0.3, 0.01, 2.0], [4.0, 3.13, 1.0],
-                                                               [1.0, 0.0, 0.5]])).numpy()])
+                                                               [1.0, 0.0, 0.5], [2.0, 0.3, 5.0],
+                                                               [5.0, 0.4, 1.0], [3.0, 2.8, 0.2]])).numpy()])
   estimate = correlation.align(f, correlation.rotate(f, r0)).numpy()
   assert estimate.dtype == np.float64
   np.testing.assert_array_less(rotations.angular_distance(estimate, r0).numpy(), 1e-4)
@@ -126,3 +128,37 @@ def test_top_k_confidence_of_a_unique_match_and_batching_in_graph():
   unknown = dynamic(np.broadcast_to(f, g.shape), g)
   assert unknown['confidence'].shape == (3,)
   np.testing.assert_allclose(unknown['scores'], top['scores'], rtol=1e-5)
+
+
+def test_newton_step_closed_form_against_numpy():
+  from correlation import alignment  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(8)
+  a = rng.standard_normal((50, 3, 3))
+  symmetric = (a + np.swapaxes(a, -1, -2)) / 2
+  largest, smallest = alignment._extreme_eigenvalues(tf.constant(symmetric))
+  eigenvalues = np.linalg.eigvalsh(symmetric)
+  np.testing.assert_allclose(largest, eigenvalues[:, -1], atol=1e-12)
+  np.testing.assert_allclose(smallest, eigenvalues[:, 0], atol=1e-12)
+  grad = 0.01 * rng.standard_normal((50, 3))
+  # Negative definite (at a maximum): the plain Newton step and its model's gain.
+  hess = -(a @ np.swapaxes(a, -1, -2)) - 0.1 * np.eye(3)
+  step, gain = alignment._newton_step(tf.constant(grad), tf.constant(hess), tf.constant(10.0, tf.float64))
+  newton = np.linalg.solve(-hess, grad[..., None])[..., 0]
+  np.testing.assert_allclose(step, newton, atol=1e-12)
+  np.testing.assert_allclose(gain, 0.5 * np.sum(grad * newton, -1), atol=1e-14)
+  # Indefinite: still uphill, with a positive predicted gain; never longer than the cap.
+  step, gain = alignment._newton_step(tf.constant(grad), tf.constant(symmetric),
+                                      tf.constant(1e-3, tf.float64))
+  assert np.all(np.sum(step * grad, -1) > 0) and np.all(gain > 0)
+  assert np.all(np.linalg.norm(step, axis=-1) <= 1e-3 + 1e-15)
+
+
+def test_screened_align_agrees_with_refining_every_candidate():
+  # align refines only the REFINED_PEAKS candidates that can still win; refining all of them
+  # (align_top_k) must find the same best peak, also on noise, where peaks are nearly equal.
+  rng = np.random.default_rng(9)
+  f = rng.standard_normal((12, 2 * B, 2 * B, 4)).astype(np.float32)
+  g = rng.standard_normal((12, 2 * B, 2 * B, 4)).astype(np.float32)
+  every = correlation.align_top_k(f, g, k=correlation.alignment.CANDIDATE_PEAKS)['rotations'][:, 0]
+  distance = rotations.angular_distance(correlation.align(f, g), every).numpy()
+  assert np.all(distance < 0.1), distance

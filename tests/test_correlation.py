@@ -145,6 +145,43 @@ def test_continuous_evaluation_matches_brute_force_and_direct_sums(smooth_pair):
   np.testing.assert_allclose(y[..., ::-1], (-1.0)**(m - n) * y, atol=1e-12 * np.abs(y).max())
 
 
+def test_evaluation_from_row_samples_matches_direct_sums_and_brute_force(smooth_pair):
+  # The refinement's evaluator: exact interpolation of the volume's own beta rows, on the input grid
+  # and on finer and odd grids (upsampled volumes); points at and next to the poles.
+  f, g = smooth_pair
+  rng = np.random.default_rng(12)
+  angles = np.stack([rng.uniform(0, 2 * np.pi, 6), np.r_[0.0, np.pi, 1e-3, rng.uniform(0, np.pi, 3)],
+                     rng.uniform(0, 2 * np.pi, 6)], -1)
+  spectrum = so3.spectra(f[None], g[None])
+  direct = direct_evaluation(tf.tile(spectrum, [6, 1, 1, 1]), angles)
+  for grid_bandwidth in (8, 11, 16):
+    samples = so3.row_samples(spectrum, grid_bandwidth)
+    result = so3.evaluate_rows(samples, angles[None], 8)
+    assert result[0].shape == (1, 6) and result[2].shape == (1, 6, 3, 3)
+    for ours, reference in zip(result, direct):
+      np.testing.assert_allclose(ours[0], reference, atol=1e-11 * np.abs(reference).max())
+  np.testing.assert_allclose(result[0][0], brute_force_correlation(angles),
+                             atol=1e-8 * np.abs(direct[0]).max())
+  # The samples come from the volume's own products: both from one call equal both apart.
+  volume, together = so3.volume_from_spectrum(spectrum, 11, with_samples=True)
+  np.testing.assert_array_equal(volume, so3.volume_from_spectrum(spectrum, 11))
+  for a, b in zip(together, so3.row_samples(spectrum, 11)):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_evaluation_from_row_samples_in_float32_and_xla():
+  b = 16
+  spectrum = so3.spectra(band_limited_map(b, seed=3, channels=2)[None],
+                         band_limited_map(b, seed=4, channels=2)[None])
+  angles = np.random.default_rng(5).uniform([0, 0, 0], [2 * np.pi, np.pi, 2 * np.pi], (1, 7, 3))
+  reference = so3.evaluate(so3.fourier_coefficients(spectrum), angles)
+  graph = tf.function(lambda x, a: so3.evaluate_rows(so3.row_samples(x), a, b), jit_compile=True)
+  result = graph(tf.cast(spectrum, tf.complex64), tf.constant(angles, tf.float32))
+  for ours, expected in zip(result, reference):
+    assert ours.dtype == tf.float32
+    np.testing.assert_allclose(ours, expected, atol=2e-5 * np.abs(expected).max())
+
+
 def test_continuous_evaluation_matches_grid_and_its_derivatives():
   b = 8
   spectrum = so3.spectra(band_limited_map(b, seed=7), band_limited_map(b, seed=8))
