@@ -301,6 +301,9 @@ def main(argv):
   # Before TensorFlow loads (execute imports it): no start-up notices unless --verbosity=1.
   from pipeline import console  # pylint: disable=g-import-not-at-top
   console.quiet(sys.argv)
+  # tensorflow_graphics (rotation formats) inspects the call stack of its import, frame by frame:
+  # from here, a few frames deep, that costs a third of what it does deep inside execute's imports.
+  from geometry import conversions  # pylint: disable=g-import-not-at-top,unused-import
   return execute(EVAL_FLAGS, argv)
 
 
