@@ -62,9 +62,9 @@ def _quarter_turn_spectrum(spectrum):
   return tf.matmul(tf.constant(quarter), spectrum, transpose_a=True)
 
 
-# Once every Newton step of a pair's starts is shorter than this (radians, per dtype), its refinement
-# stops: the steps then only chase rounding noise (in float32, steps of up to 4e-4 rad go on forever on
-# smooth maps at B = 32; 5e-4 rad is 0.03 degrees) and, converging quadratically, the next step would
+# Once a start's Newton step is shorter than this (radians, per dtype), its refinement stops: the steps
+# then only chase rounding noise (in float32, steps of up to 4e-4 rad go on forever on smooth maps at
+# B = 32; 5e-4 rad is 0.03 degrees) and, converging quadratically, the next step would
 # be far shorter still. From grid peaks that took 3 to 6 steps instead of 8 on test maps.
 CONVERGED_STEP = {tf.float32: 5e-4, tf.float64: 1e-9}
 
@@ -156,26 +156,27 @@ def _refine(spectrum, upright, rotation, iterations, active=None, converged_step
   # Steps never exceed the spacing of the bandwidth-B grid, well inside the peak's basin.
   max_step = tf.constant(np.pi / b_max, real_dtype)
 
-  def newton_step(angles, value, grad, hess, scale):
+  converged = tf.constant(CONVERGED_STEP[real_dtype] if converged_step is None else converged_step,
+                          real_dtype)
+
+  def newton_step(angles, value, grad, hess, scale, moving):
     step, _ = _newton_step(grad, hess, max_step)
-    step *= tf.where(active, scale, tf.zeros_like(scale))[..., None]
-    longest = tf.reduce_max(tf.norm(step, axis=-1))
+    step *= tf.where(moving, scale, tf.zeros_like(scale))[..., None]
     candidate = angles + step
     c_value, c_grad, c_hess = evaluate(candidate)
-    # Keep only improvements; after a failed step try a quarter of it.
+    # Keep only improvements; after a failed step try a quarter of it. A start whose step was
+    # shorter than `converged` stops: each start converges on its own, whatever else is in the batch.
     better = c_value >= value
     return (tf.where(better[..., None], candidate, angles), tf.where(better, c_value, value),
             tf.where(better[..., None], c_grad, grad), tf.where(better[..., None, None], c_hess, hess),
-            tf.where(better, tf.ones_like(scale), scale / 4)), longest
+            tf.where(better, tf.ones_like(scale), scale / 4),
+            moving & (tf.norm(step, axis=-1) > converged))
 
   # A while loop (not a Python loop) keeps one copy of the evaluation in the graph.
-  converged = tf.constant(CONVERGED_STEP[real_dtype] if converged_step is None else converged_step,
-                          real_dtype)
-  _, (angles, value, _, _, _), _ = tf.while_loop(
-      lambda i, state, longest: (i < iterations) & (longest > converged),
-      lambda i, state, longest: (i + 1,) + newton_step(*state),
-      (tf.constant(0), (angles, value, grad, hess, tf.ones_like(value)),
-       tf.constant(np.inf, real_dtype)))
+  _, (angles, value, _, _, _, _) = tf.while_loop(
+      lambda i, state: (i < iterations) & tf.reduce_any(state[-1]),
+      lambda i, state: (i + 1, newton_step(*state)),
+      (tf.constant(0), (angles, value, grad, hess, tf.ones_like(value), active)))
   return tf.matmul(frame, rotations.euler_zyz_to_matrix(angles)), value
 
 
@@ -210,8 +211,8 @@ def refine_peaks(spectrum, rotation, iterations=REFINE_ITERATIONS):
   Args:
     spectrum: cross-spectra `[N, B, 2B-1, B]` (from `so3.spectra`).
     rotation: starting rotations `[N, 3, 3]` or `[N, K, 3, 3]` (K starts per pair: grid peaks).
-    iterations: at most this many Newton steps, fewer once every step of a pair's starts is shorter
-      than `CONVERGED_STEP`; each costs one evaluation of value, gradient and Hessian.
+    iterations: at most this many Newton steps, fewer for a start once its step is shorter than
+      `CONVERGED_STEP`; each costs one evaluation of value, gradient and Hessian.
   Returns:
     (rotations, values) of the shapes `[N, (K,) 3, 3]` and `[N, (K)]`: never worse than the start.
   """

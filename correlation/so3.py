@@ -317,6 +317,46 @@ def pairs_per_step(grid_bandwidth):
   return max(1, min(4, VOLUME_ELEMENTS_PER_STEP // (2 * grid_bandwidth)**3))
 
 
+CACHE_FLAG = '--tf_xla_persistent_cache_directory'
+
+
+def default_cache_directory():
+  """`$XDG_CACHE_HOME/equivariant_image_embeddings/xla` (default `~/.cache/...`)."""
+  base = os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
+  return os.path.join(base, 'equivariant_image_embeddings', 'xla')
+
+
+def enable_compilation_cache(directory=None):
+  """Keeps XLA's compiled steps on disk, so that a fresh process skips their compilation.
+
+  Sets TensorFlow's persistent XLA cache (`TF_XLA_FLAGS=--tf_xla_persistent_cache_directory=...`),
+  which TensorFlow reads at its first XLA compilation: call this before the first `correlate` /
+  `align` of the process (importing TensorFlow first is fine). Entries are keyed by the compiled
+  program, so a changed step compiles anew; clear the cache by deleting the directory. TensorFlow fails
+  every compiled call when the directory cannot be written, so an unusable one is left out.
+
+  Args:
+    directory: where to keep the programs (default `default_cache_directory()`).
+  Returns:
+    the directory in use (one already set in TF_XLA_FLAGS wins), or None where it cannot be written.
+  """
+  flags = os.environ.get('TF_XLA_FLAGS', '')
+  for flag in flags.split():
+    if flag.startswith(CACHE_FLAG + '='):
+      return flag.split('=', 1)[1]
+  directory = os.path.abspath(directory or default_cache_directory())
+  try:
+    os.makedirs(directory, exist_ok=True)
+    probe = os.path.join(directory, f'.write_test_{os.getpid()}')
+    with open(probe, 'w'):
+      pass
+    os.remove(probe)
+  except OSError:
+    return None
+  os.environ['TF_XLA_FLAGS'] = f'{flags} {CACHE_FLAG}={directory}'.strip()
+  return directory
+
+
 @functools.lru_cache(maxsize=None)
 def compiled_step(step_fn, options):
   """`step_fn(f, g, **dict(options))` as one XLA-compiled tf.function, built once per (fn, options).

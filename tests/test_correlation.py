@@ -1,4 +1,6 @@
 """SO(3) correlation: brute-force integrals, upsampling, normalisation, float32/64, derivatives."""
+import os
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -249,3 +251,18 @@ def test_a_non_finite_map_leaves_the_other_pairs_of_its_step_alone():
   assert np.isnan(volumes[0]).all()
   for i in (1, 2):
     np.testing.assert_allclose(volumes[i], correlation.correlate(f[i], g[i]).numpy(), atol=1e-12)
+
+
+def test_compilation_cache_directory_is_checked_before_use(tmp_path, monkeypatch):
+  monkeypatch.delenv('TF_XLA_FLAGS', raising=False)
+  blocker = tmp_path / 'a_file'
+  blocker.write_text('')
+  # TensorFlow fails every compiled call on a directory it cannot write: such a one is not set.
+  assert correlation.enable_compilation_cache(str(blocker / 'cache')) is None
+  assert 'TF_XLA_FLAGS' not in os.environ
+  directory = correlation.enable_compilation_cache(str(tmp_path / 'cache'))
+  assert directory == str(tmp_path / 'cache') and (tmp_path / 'cache').is_dir()
+  assert os.environ['TF_XLA_FLAGS'] == f'--tf_xla_persistent_cache_directory={directory}'
+  # A directory already in the flags wins; nothing is added twice.
+  assert correlation.enable_compilation_cache(str(tmp_path / 'other')) == directory
+  assert os.environ['TF_XLA_FLAGS'].count('persistent_cache') == 1
