@@ -12,9 +12,10 @@ batches), in milliseconds, after warm-up;
 `CPU ms/pair` is the process CPU time of that call (all threads), steadier under contention.
 `first call` is the cost of the first call of a fresh configuration: table build plus tracing (and XLA
 compilation). Prints a Markdown table; the baseline's volume is checked against ours. The `align` rows
-time `correlation.align` (grid peaks, then Newton refinement on the correlation's Fourier coefficients)
-on pairs `g = R . f` in a tf.function: refining the default number of distinct grid peaks, the grid
-argmax alone, and no refinement.
+time `correlation.align` (grid peaks, then Newton refinement on the volume's own beta rows,
+`so3.evaluate_rows`) on pairs `g = R . f` in a tf.function: the default (4 distinct grid peaks, the 2
+that can still win refined), the grid argmax alone, and no refinement. `bench_align.py` times align
+beside correlate and numpy, with accuracy and cold start.
 """
 import argparse
 import os
