@@ -45,6 +45,7 @@ import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
 import correlation  # pylint: disable=g-import-not-at-top
 from benchmarks import numpy_so3  # pylint: disable=g-import-not-at-top
+from benchmarks import step_flags  # pylint: disable=g-import-not-at-top
 from correlation import alignment  # pylint: disable=g-import-not-at-top
 from correlation import so3  # pylint: disable=g-import-not-at-top
 from geometry import rotations  # pylint: disable=g-import-not-at-top
@@ -69,16 +70,6 @@ print(json.dumps({'import_s': imported - start, 'first_s': t1 - t0, 'second_s': 
 '''
 
 
-def _int_list(text, flag):
-  try:
-    values = [int(v) for v in text.split(',') if v.strip()]
-  except ValueError:
-    values = []
-  if not values or min(values) < 1:
-    raise SystemExit(f'--{flag} must be a comma-separated list of positive integers, got {text!r}')
-  return values
-
-
 def parse_args(argv):
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--bandwidths', default='16,32,64')
@@ -91,8 +82,8 @@ def parse_args(argv):
   parser.add_argument('--no_numpy', action='store_true', help='leave out the numpy peer')
   parser.add_argument('--threads', type=int, default=1)
   args = parser.parse_args(argv)
-  args.bandwidths = _int_list(args.bandwidths, 'bandwidths')
-  args.batches = _int_list(args.batches, 'batches')
+  args.bandwidths = step_flags.int_list(args.bandwidths, 'bandwidths')
+  args.batches = step_flags.int_list(args.batches, 'batches')
   if min(args.channels, args.rounds, args.accuracy_pairs, args.threads) < 1:
     raise SystemExit('--channels, --rounds, --accuracy_pairs and --threads must be positive')
   return args

@@ -53,6 +53,7 @@ import tensorflow as tf  # pylint: disable=g-import-not-at-top
 import correlation  # pylint: disable=g-import-not-at-top
 import geometry  # pylint: disable=g-import-not-at-top
 from benchmarks import numpy_so3  # pylint: disable=g-import-not-at-top
+from benchmarks import step_flags  # pylint: disable=g-import-not-at-top
 
 LOCAL_PEERS = ('numpy', 'tf_eager', 'tf_jit')
 WORKER_PEERS = ('pysofft', 'pysofft_precomputed', 's2fft', 's2fft_recursive')
@@ -62,16 +63,6 @@ ALL_PEERS = LOCAL_PEERS + WORKER_PEERS
 DEFAULT_PEERS = ('numpy', 'tf_eager', 'tf_jit', 'pysofft', 's2fft')
 WRONG = 1e-3  # a relative difference from numpy above this is an error, not float32 rounding
 KAPPA = 3.0  # concentration of the check pair's bumps: smooth, so band-limited in practice
-
-
-def _int_list(text, flag):
-  try:
-    values = [int(v) for v in text.split(',') if v.strip()]
-  except ValueError:
-    values = []
-  if not values or min(values) < 1:
-    raise SystemExit(f'--{flag} must be a comma-separated list of positive integers, got {text!r}')
-  return values
 
 
 def parse_args(argv):
@@ -92,9 +83,9 @@ def parse_args(argv):
   parser.add_argument('--output', default=None, help='also write the markdown report here')
   parser.add_argument('--json_output', default=None, help='also write the raw results here')
   args = parser.parse_args(argv)
-  args.bandwidths = _int_list(args.bandwidths, 'bandwidths')
-  args.channels = _int_list(args.channels, 'channels')
-  args.batches = _int_list(args.batches, 'batches')
+  args.bandwidths = step_flags.int_list(args.bandwidths, 'bandwidths')
+  args.channels = step_flags.int_list(args.channels, 'channels')
+  args.batches = step_flags.int_list(args.batches, 'batches')
   args.peers = [p.strip() for p in args.peers.split(',') if p.strip()]
   unknown = sorted(set(args.peers) - set(ALL_PEERS))
   if unknown or 'numpy' not in args.peers:

@@ -1,5 +1,6 @@
 """Command-line flags of the benchmarks that run one correlation step (`bench_correlation_pieces.py`,
-`profile_correlation_step.py`): the step's size and the thread count, all positive integers."""
+`profile_correlation_step.py`): the step's size and the thread count, all positive integers; and
+the comma-separated lists of positive integers that the table benchmarks take."""
 import argparse
 
 
@@ -25,3 +26,14 @@ def parse_step_flags(description, argv, **more):
   if too_small:
     parser.error(f'{", ".join(too_small)} must be positive')
   return args
+
+
+def int_list(text, flag):
+  """`'16,32'` -> `[16, 32]`; exits with a usage error naming `--flag` unless all are positive."""
+  try:
+    values = [int(v) for v in text.split(',') if v.strip()]
+  except ValueError:
+    values = []
+  if not values or min(values) < 1:
+    raise SystemExit(f'--{flag} must be a comma-separated list of positive integers, got {text!r}')
+  return values

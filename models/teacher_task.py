@@ -158,16 +158,10 @@ def model_options_from_flags(flag_values):
 def build_task(flag_values):
   """The TeacherTask of train.py's flags `--data_dir`, `--data_config` and the `teacher_*` flags."""
   # Imported here: the data builders pull in TFDS, which the model code does not need.
-  import json  # pylint: disable=g-import-not-at-top
   from datasets import builders  # pylint: disable=g-import-not-at-top
   if not flag_values.data_dir:
     raise ValueError('--model=teacher needs --data_dir (where datasets.builders built the data)')
-  try:
-    data_config = json.loads(flag_values.data_config or '{}')
-  except json.JSONDecodeError as e:
-    raise ValueError(f'--data_config is not valid JSON: {e}') from None
-  if not isinstance(data_config, dict):
-    raise ValueError(f'--data_config must be a JSON object, got {flag_values.data_config!r}')
+  data_config = training.parse_data_config(flag_values.data_config)
   config = builders.make_config(**data_config)
   data_dir = flag_values.data_dir
 

@@ -552,11 +552,10 @@ def train(task, config, strategy=None):
 
 
 def parse_data_config(text):
-  """The `--data_config` JSON object (settings of `datasets.builders.load_split`) -> dict."""
-  try:
-    config = json.loads(text or '{}')
-  except json.JSONDecodeError as e:
-    raise ValueError(f'--data_config is not valid JSON ({e}): {text!r}') from None
-  if not isinstance(config, dict):
-    raise ValueError(f'--data_config must be a JSON object, got {text!r}')
-  return config
+  """The `--data_config` JSON object (settings of `datasets.builders.load_split`) -> dict.
+
+  Raises:
+    ValueError (pipeline.cli.InputError) naming the flag for bad JSON or a non-object.
+  """
+  from pipeline import cli  # pylint: disable=g-import-not-at-top  (light; the one flag checker)
+  return cli.parse_json_object('--data_config', text)
