@@ -1,7 +1,7 @@
 """The main job: every stage of the project, from the data set to the results, in order.
 
   python main.py                                             # the bundled procedural shapes
-  python main.py --mesh_dir=../shared/data/meshes/psb --test_per_category=1   # a mesh folder
+  python main.py --mesh_dir=path/to/meshes --test_per_category=1   # a mesh folder
   python main.py --preset=tiny --output_dir=/tmp/out         # seconds-scale smoke run
 
 Stages (each skipped when its outputs are complete, unless --force):

@@ -1,7 +1,7 @@
 """Builds the `EquivariantShapes` data set from the command line, locally or with Apache Beam.
 
   python -m datasets.build --data_dir=./output/tensorflow_datasets --source=folder \
-      --mesh_dir=../shared/data/meshes/psb --test_per_category=1 --views_per_instance=4
+      --mesh_dir=path/to/meshes --test_per_category=1 --views_per_instance=4
   # the same with Beam, 2 local worker processes:
   python -m datasets.build ... --beam_pipeline_options=runner=DirectRunner,\
 direct_num_workers=2,direct_running_mode=multi_processing

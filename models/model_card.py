@@ -13,7 +13,7 @@ the training run knew and the export did not (data set name and settings, steps,
 student learned from); `models.training.train` calls it after the export.
 
 Shapes use None for the batch dimension. A spherical map `[N, 2B, 2B, C]` is on the
-Driscoll-Healy grid of bandwidth B (../shared/CONVENTIONS.md): rows are colatitudes
+Driscoll-Healy grid of bandwidth B (docs/conventions.md): rows are colatitudes
 `beta_j = pi (2j + 1) / (4B)` north to south, columns longitudes `alpha_k = 2 pi k / (2B)`,
 channels last.
 """
@@ -30,7 +30,7 @@ TEACHER_PAPER = ('Esteves, Allen-Blanchette, Makadia, Daniilidis. Learning SO(3)
                  'Representations with Spherical CNNs. ECCV 2018 (arXiv:1711.06721)')
 GRID = ('Driscoll-Healy grid of bandwidth B: [2B rows = colatitude beta_j = pi (2j + 1) / (4B), '
         'north to south; 2B columns = longitude alpha_k = 2 pi k / (2B); channels last]; '
-        'rotations act on column vectors, (R . f)(x) = f(R^T x) (CONVENTIONS.md)')
+        'rotations act on column vectors, (R . f)(x) = f(R^T x) (docs/conventions.md)')
 VIEW_CONVENTION = ('a view of the object from the fixed camera on +z looking at the origin, '
                    'image up = +y, row 0 at the top; black (0) background, grayscale in [0, 1]')
 
